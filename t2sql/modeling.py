@@ -1,0 +1,186 @@
+"""Loading and building seq2seq models and tokenizers.
+
+``base_model`` may be a hub id (``t5-small``), a local directory, or a registered run
+(``run:<id>`` / ``champion``). When the hub cannot be reached, a small T5 is built from a
+``T5Config`` and its tokenizer is trained on the training data; from there on the code path is
+the same as with a pretrained model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+# A file in a model directory naming the technique whose ``load(path)`` reads it.
+TECHNIQUE_MARKER = "t2sql_technique.json"
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``cuda`` when asked for or available under ``auto``, else ``cpu``."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # pragma: no cover - psutil missing or unreadable
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
+def set_threads(num_threads: int | None) -> int:
+    """Set PyTorch's intra-op threads (default: physical cores) and return the number used."""
+    n = num_threads or physical_cores()
+    torch.set_num_threads(n)
+    return n
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike[str] | None = None):
+    """Train a Unigram tokenizer (T5's kind) on ``texts``.
+
+    Punctuation and SQL operators are split off before the model sees them, so ``(``, ``,``,
+    ``=`` and quotes stay whole tokens and identifiers are learnt as pieces of words.
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` with ``<pad>``=0, ``</s>``=1, ``<unk>``=2.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"[()\[\],;.=<>!*'\"`+\-/%]"), behavior="isolated"),
+            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always"),
+        ]
+    )
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], unk_token=UNK, shrinking_factor=0.75,
+        max_piece_length=16,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    if out_dir is not None:
+        fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_t5(cfg, tokenizer):
+    """A randomly initialised T5 shaped by a ``ModelConfig``."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=cfg.d_model,
+        d_ff=cfg.d_ff,
+        d_kv=cfg.d_kv,
+        num_layers=cfg.num_layers,
+        num_decoder_layers=cfg.num_decoder_layers,
+        num_heads=cfg.num_heads,
+        dropout_rate=cfg.dropout_rate,
+        feed_forward_proj="relu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    return T5ForConditionalGeneration(config)
+
+
+def load_model(path: str | os.PathLike[str], device: torch.device | str | None = None):
+    """Load a saved seq2seq model and its tokenizer from a directory (or hub id).
+
+    Returns:
+        (model in eval mode, tokenizer).
+    """
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    marker = Path(path) / TECHNIQUE_MARKER
+    if marker.is_file():
+        # A technique whose servable form is not a plain HF model (e.g. packed BitNet weights).
+        import json
+
+        from t2sql.techniques import get_technique
+
+        name = json.loads(marker.read_text())["technique"]
+        model, tokenizer = get_technique(name).load(Path(path))
+        if device is not None:
+            model.to(device)
+        model.eval()
+        return model, tokenizer
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: str | os.PathLike[str] | None = None,
+              tokenizer_dir: str | os.PathLike[str] | None = None):
+    """Load the configured base model, building a small T5 when the hub is unreachable.
+
+    Args:
+        model_cfg: the ``model`` section of the config.
+        training_texts: texts to train a tokenizer on when a model must be built from scratch.
+        registry_root: where ``run:<id>`` / ``champion`` references are looked up.
+        tokenizer_dir: where a freshly trained tokenizer is saved.
+
+    Returns:
+        (model, tokenizer, origin) with origin one of ``local``, ``registry``, ``hub``, ``built``.
+
+    Raises:
+        RuntimeError: the model cannot be loaded and offline fallback is disabled.
+    """
+    ref = model_cfg.base_model
+    if ref.startswith("run:") or ref == "champion":
+        from t2sql.registry import Registry
+
+        path = Registry(registry_root or "runs").resolve(ref)
+        model, tok = load_model(path)
+        model.train()
+        return model, tok, "registry"
+    if Path(ref).expanduser().is_dir():
+        model, tok = load_model(Path(ref).expanduser())
+        model.train()
+        return model, tok, "local"
+    try:
+        model, tok = load_model(ref)
+        model.train()
+        return model, tok, "hub"
+    except Exception as exc:  # no network, no cache, or an unknown id
+        if not model_cfg.offline_fallback:
+            raise RuntimeError(f"model.base_model {ref!r} could not be loaded: {exc}") from exc
+        log.warning("model.base_model %r unavailable (%s); building a small T5 from model settings",
+                    ref, type(exc).__name__)
+    if training_texts is None:
+        raise RuntimeError("a tokenizer must be trained but no training texts were given")
+    tok = train_tokenizer(training_texts, model_cfg.vocab_size, tokenizer_dir)
+    model = build_t5(model_cfg, tok)
+    return model, tok, "built"
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
