@@ -40,13 +40,26 @@ class SourceConfig(Strict):
     path: str = Field(description="Hub dataset id or local file/directory; ${T2SQL_DATA_DIR} is expanded.")
     files: list[str] | None = Field(
         default=None,
-        description="Spider: question files inside the directory (default train_spider.json, and dev.json if present).",
+        description="Files inside the directory. Spider: question files (default train_spider.json, and dev.json "
+        "if present); WikiSQL: JSON-lines files (default train/dev/test.jsonl that exist).",
     )
     limit: int | None = Field(default=None, ge=1, description="Keep at most this many rows (after shuffling by seed).")
-    databases: list[str] | None = Field(default=None, description="Spider: keep only these db_ids.")
+    databases: list[str] | None = Field(
+        default=None, description="Keep only these databases: Spider db_ids or WikiSQL table_ids."
+    )
+
+    @model_validator(mode="after")
+    def _options_fit_kind(self) -> "SourceConfig":
+        if self.kind == "create_context":
+            for name in ("files", "databases"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} is only for spider and wikisql sources, not create_context")
+        return self
 
 
 class DataConfig(Strict):
+    """Which sources to load, how to split them, and how Spider schemas are written as context."""
+
     sources: list[SourceConfig] = Field(min_length=1)
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
     test_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
