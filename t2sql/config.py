@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from t2sql.compression.config import CompressionConfig
+from t2sql.prompt import PromptOptions
 
 DATA_DIR_ENV = "T2SQL_DATA_DIR"
 HOME_ENV = "T2SQL_HOME"
@@ -127,7 +128,9 @@ class TechniqueSpec(Strict):
     """A fine-tuning technique by registry name with its own settings."""
 
     name: str
+    label: str | None = Field(default=None, description="Display name (default: the technique name).")
     params: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict, description="Overrides of the train section for this technique.")
 
     @model_validator(mode="after")
     def _known(self) -> "TechniqueSpec":
@@ -135,6 +138,7 @@ class TechniqueSpec(Strict):
 
         technique = get_technique(self.name)
         technique.Config.model_validate(self.params)
+        TrainConfig.model_validate(self.train)
         return self
 
 
@@ -165,20 +169,56 @@ class PipelineConfig(Strict):
     work_dir: str = Field(default=".t2sql/work", description="Cache of prepared data and trained models.")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
+    prompt: PromptOptions = Field(default_factory=PromptOptions)
     train: TrainConfig = Field(default_factory=TrainConfig)
     techniques: list[TechniqueSpec] = Field(default_factory=lambda: [TechniqueSpec(name="full")], min_length=1)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="train.<field> -> values; every technique runs at every combination, e.g. "
+                    "{'train.learning_rate': [1e-3, 5e-4]}.",
+    )
     runner: Literal["thread", "dask"] = "thread"
     max_workers: int = Field(default=2, ge=1)
     dask_address: str | None = None
 
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            section, _, name = key.partition(".")
+            if section != "train" or name not in TrainConfig.model_fields:
+                raise ValueError(f"grid key {key!r}: must be train.<field>, one of "
+                                 f"{', '.join(sorted(TrainConfig.model_fields))}")
+            if not values:
+                raise ValueError(f"grid key {key!r}: needs at least one value")
+            for value in values:
+                TrainConfig.model_validate({name: value})
+        return v
+
+    def expanded_techniques(self) -> list["TechniqueSpec"]:
+        """Every technique at every grid point, each with its train overrides and a unique label."""
+        import itertools
+
+        keys = list(self.grid)
+        combos = list(itertools.product(*(self.grid[k] for k in keys))) or [()]
+        specs = []
+        for t in self.techniques:
+            for combo in combos:
+                overrides = {k.split(".", 1)[1]: v for k, v in zip(keys, combo)}
+                label = t.label or t.name
+                if overrides:
+                    label += "[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
+                specs.append(t.model_copy(update={"label": label, "train": {**t.train, **overrides}}))
+        return specs
+
     @field_validator("techniques")
     @classmethod
     def _unique(cls, v: list[TechniqueSpec]) -> list[TechniqueSpec]:
-        names = [t.name for t in v]
+        names = [t.label or t.name for t in v]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"technique listed twice: {', '.join(dupes)}")

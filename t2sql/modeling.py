@@ -49,39 +49,49 @@ def set_threads(num_threads: int | None) -> int:
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike[str] | None = None):
-    """Train a Unigram tokenizer (T5's kind) on ``texts``.
+    """Train a byte-level BPE tokenizer on ``texts``.
 
-    Punctuation and SQL operators are split off before the model sees them, so ``(``, ``,``,
-    ``=`` and quotes stay whole tokens and identifiers are learnt as pieces of words.
+    Byte-level pre-tokenization splits punctuation and SQL operators from words and decodes back
+    to the exact text (spaces included), and nothing is ever out of vocabulary; frequent keywords
+    and identifiers (``SELECT``, ``count``, table names) become single tokens.
 
     Returns:
-        A ``PreTrainedTokenizerFast`` with ``<pad>``=0, ``</s>``=1, ``<unk>``=2.
+        A ``PreTrainedTokenizerFast`` with ``<pad>``=0, ``</s>``=1, ``<unk>``=2 and an EOS appended.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(r"[()\[\],;.=<>!*'\"`+\-/%]"), behavior="isolated"),
-            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always"),
-        ]
-    )
-    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], unk_token=UNK, shrinking_factor=0.75,
-        max_piece_length=16,
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, 1)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
-        model_input_names=["input_ids", "attention_mask"],
+        model_input_names=["input_ids", "attention_mask"], clean_up_tokenization_spaces=False,
     )
     if out_dir is not None:
         fast.save_pretrained(out_dir)
     return fast
+
+
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers (honours ``HF_HUB_OFFLINE``)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def build_t5(cfg, tokenizer):
@@ -164,7 +174,7 @@ def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: st
         model.train()
         return model, tok, "local"
     try:
-        model, tok = load_model(ref)
+        model, tok = _load_from_hub(ref)
         model.train()
         return model, tok, "hub"
     except Exception as exc:  # no network, no cache, or an unknown id
@@ -177,6 +187,24 @@ def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: st
     tok = train_tokenizer(training_texts, model_cfg.vocab_size, tokenizer_dir)
     model = build_t5(model_cfg, tok)
     return model, tok, "built"
+
+
+def _load_from_hub(ref: str):
+    """A hub model from the local cache, else downloaded when the hub is reachable."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if not hub_reachable():
+        # Keep transformers and peft from retrying the network for every file they probe.
+        import huggingface_hub.constants
+
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+        try:
+            return (AutoModelForSeq2SeqLM.from_pretrained(ref, local_files_only=True),
+                    AutoTokenizer.from_pretrained(ref, local_files_only=True))
+        except OSError:
+            raise OSError(f"{ref!r} is not in the local cache and the hub cannot be reached") from None
+    return AutoModelForSeq2SeqLM.from_pretrained(ref), AutoTokenizer.from_pretrained(ref)
 
 
 def count_parameters(model) -> tuple[int, int]:

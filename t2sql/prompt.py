@@ -1,24 +1,170 @@
-"""How a record becomes model input, and how model output becomes SQL.
+"""How a record becomes model input and target, and how model output becomes SQL.
 
-Training and every inference backend go through these two functions, so a change of input
-format (schema serialisation, linking marks) applies everywhere at once.
+Training and every inference backend go through these functions with the same
+:class:`PromptOptions`, which are saved beside every exported model (``t2sql_prompt.json``), so a
+model is always served with the input format it was trained on.
+
+The default options give the plain format, ``question: ... schema: CREATE TABLE ...`` with the
+gold SQL as target. ``schema_format: compact`` with ``placeholders`` turns on the format of
+:mod:`t2sql.linking`: numbered tables and columns, link marks, and targets that point at schema
+items by number, mapped back to real names by :func:`postprocess`.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
+from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROMPT_FILE = "t2sql_prompt.json"
 _WS = re.compile(r"\s+")
+log = logging.getLogger(__name__)
 
 
-def build_source(question: str, context: str) -> str:
-    """Model input for one question over a schema given as CREATE TABLE statements."""
+class PromptOptions(BaseModel):
+    """Input/output format options (the ``prompt:`` section of the pipeline config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_format: Literal["sql", "compact"] = Field(
+        default="sql",
+        description="sql: the CREATE TABLE context as given; compact: 't1 singer : c1 name text , ...' "
+        "(see t2sql.linking).")
+    placeholders: bool = Field(
+        default=False,
+        description="Number tables t1.. and columns c1..; the target uses the numbers and postprocess maps "
+        "them back. Needs schema_format compact.")
+    link_marks: bool = Field(
+        default=False,
+        description="Mark schema items named in the question: [E] whole name, [P] a content word, "
+        "[V] a sample value of the column.")
+    shuffle_tables: bool = Field(
+        default=False, description="Order tables by a seed taken from the question, so numbers cannot be memorised.")
+    column_types: bool = Field(default=True, description="Show column types in the compact schema.")
+    sample_values: int = Field(
+        default=0, ge=0,
+        description="Sample values shown per column (taken from the context's /* */ comments; values the "
+        "question mentions are shown regardless).")
+    infer_joins: bool = Field(
+        default=False,
+        description="Targets omit JOIN ... ON conditions that foreign keys (or shared *_id columns) give back; "
+        "postprocess restores them. Needs placeholders.")
+    snap_values: bool = Field(
+        default=False, description="Snap string values in the output onto question spans or sample values.")
+    lowercase_question: bool = Field(default=False, description="Lower-case the question in the model input.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PromptOptions":
+        if self.placeholders and self.schema_format != "compact":
+            raise ValueError("placeholders needs schema_format: compact")
+        if self.infer_joins and not self.placeholders:
+            raise ValueError("infer_joins needs placeholders: true")
+        return self
+
+    def extra_tokens(self) -> list[str]:
+        """Strings a tokenizer should keep as single tokens for this format (empty for the plain one)."""
+        from t2sql.linking import placeholder_tokens
+
+        if self.schema_format != "compact":
+            return []
+        return placeholder_tokens() if self.placeholders or self.link_marks else []
+
+
+def _layout(question: str, context: str, opts: PromptOptions):
+    from t2sql.linking import layout
+
+    return layout(question, context, placeholders=opts.placeholders, link_marks=opts.link_marks,
+                  shuffle_tables=opts.shuffle_tables, column_types=opts.column_types,
+                  sample_values=opts.sample_values)
+
+
+def build_source(question: str, context: str, opts: PromptOptions | None = None) -> str:
+    """Model input for one question over a schema given as CREATE TABLE statements.
+
+    Args:
+        question: the question.
+        context: CREATE TABLE statements (``"; "``-joined, optionally with sample-value comments).
+        opts: format options; None for the plain format.
+
+    Returns:
+        ``question: ... schema: ...`` (plain) or ``question: ... | t1 ... : c1 ... , ...`` (compact).
+    """
     question = _WS.sub(" ", question).strip()
     context = _WS.sub(" ", context).strip()
-    return f"question: {question} schema: {context}"
+    if opts is None or opts.schema_format == "sql":
+        return f"question: {question} schema: {context}"
+    shown_q = question.lower() if opts.lowercase_question else question
+    lay = _layout(question, context, opts)
+    if not lay.text:
+        return f"question: {shown_q} schema: {context}"
+    return f"question: {shown_q} | {lay.text}"
 
 
-def postprocess(text: str) -> str:
-    """Clean a generated SQL string (whitespace, a trailing semicolon)."""
-    text = _WS.sub(" ", text).strip()
-    return text.rstrip(";").strip()
+def build_target(answer: str, question: str, context: str, opts: PromptOptions | None = None) -> str:
+    """Training target for a gold SQL answer.
+
+    With placeholders, the answer is rewritten by :func:`t2sql.linking.to_placeholder_sql`; a query
+    that cannot be rewritten (unknown column, a common table expression) is kept as written.
+    """
+    answer = _WS.sub(" ", answer).strip()
+    if opts is None or not opts.placeholders:
+        return answer
+    from t2sql.linking import TargetError, to_placeholder_sql
+
+    question = _WS.sub(" ", question).strip()
+    context = _WS.sub(" ", context).strip()
+    lay = _layout(question, context, opts)
+    if not lay.text:
+        return answer
+    try:
+        return to_placeholder_sql(answer, lay, infer_joins=opts.infer_joins)
+    except TargetError as exc:
+        log.debug("target kept as written (%s): %s", exc, answer)
+        return answer
+
+
+def postprocess(text: str, question: str = "", context: str = "", opts: PromptOptions | None = None) -> str:
+    """Turn generated text into SQL.
+
+    Always: whitespace collapsed, a trailing semicolon dropped. With placeholders: numbers mapped
+    back to the real names of ``context``, ``ON`` conditions inferred, values snapped (see
+    :func:`t2sql.linking.restore_sql`). Never raises: on any failure the cleaned text is returned.
+    """
+    text = _WS.sub(" ", text).strip().rstrip(";").strip()
+    if opts is None:
+        return text
+    question = _WS.sub(" ", question).strip()
+    context = _WS.sub(" ", context).strip()
+    try:
+        if opts.placeholders:
+            from t2sql.linking import restore_sql
+
+            lay = _layout(question, context, opts)
+            if lay.text:
+                return restore_sql(text, lay, question, infer_joins=opts.infer_joins, snap_values=opts.snap_values)
+        if opts.snap_values:
+            from t2sql.linking import snap_literals
+
+            return snap_literals(text, question, _layout(question, context, opts) if opts.schema_format == "compact"
+                                 else None)
+    except Exception as exc:  # noqa: BLE001 - a model's output must never crash serving
+        log.debug("postprocess fell back to the raw text (%s: %s)", type(exc).__name__, exc)
+    return text
+
+
+def save_prompt_options(opts: PromptOptions | None, model_dir: str | os.PathLike[str]) -> None:
+    """Write the options beside a model (``t2sql_prompt.json``)."""
+    (Path(model_dir) / PROMPT_FILE).write_text(json.dumps((opts or PromptOptions()).model_dump(mode="json")))
+
+
+def load_prompt_options(model_dir: str | os.PathLike[str]) -> PromptOptions:
+    """The options a model was trained with (defaults for models without the file)."""
+    path = Path(model_dir) / PROMPT_FILE
+    if path.is_file():
+        return PromptOptions.model_validate(json.loads(path.read_text()))
+    return PromptOptions()

@@ -1,0 +1,227 @@
+"""The ``t2sql`` command line.
+
+    t2sql run --config configs/quickstart.yaml [--set train.epochs=2 ...]
+    t2sql evaluate --model champion --config configs/quickstart.yaml
+    t2sql ask "How many singers are there?" --db data/spider_sample/database/club_1/club_1.sqlite
+    t2sql score --predictions pred.sql --spider DIR --split dev --out results.json
+    t2sql predict --model champion --spider DIR --split dev --out pred.sql
+    t2sql predict --model champion --data questions.jsonl --out pred.sql
+    t2sql runs | t2sql promote RUN_ID --reason "..." | t2sql serve
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from t2sql.config import ConfigError, load_config, registry_root
+
+
+def _prefect_env(work_dir: Path) -> None:
+    """Quiet, offline-friendly Prefect defaults; results persisted under the work dir."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str((work_dir / "prefect-results").resolve()))
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # The temporary server can take over 20 s to start on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.set)  # validate before starting anything
+    from t2sql.config import expand_path
+
+    _prefect_env(Path(expand_path(cfg.work_dir, "work_dir")))
+    from flows.pipeline import t2sql_pipeline
+
+    result = t2sql_pipeline(config_path=str(args.config), overrides=args.set or [])
+    m = result["metrics"]
+    print("\ntechnique comparison:")
+    for row in result["techniques"]:
+        print("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    print("metrics: " + json.dumps({k: m.get(k) for k in ("exact_match", "bleu", "execution_accuracy", "parse_rate",
+                                                        "execution_success_rate", "latency_ms_p50")}))
+    print(f"promoted: {result['promoted']} ({result['reason']})")
+    print(result["run_dir"])
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from t2sql import pipeline
+    from t2sql.registry import Registry
+
+    cfg = load_config(args.config, args.set)
+    model_dir = Registry(registry_root(cfg)).resolve(args.model)
+    data = pipeline.prepare(cfg)
+    test = args.data or data["test"]
+    metrics = pipeline.evaluate_model_dir(cfg.eval, pipeline.work_dir(cfg), str(model_dir), test,
+                                          key=f"model-{Path(model_dir).resolve()}-{os.path.getmtime(model_dir)}",
+                                          backend=args.backend, max_source_length=cfg.train.max_source_length)
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}, indent=2))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from t2sql.data.schema import sqlite_create_tables
+    from t2sql.evaluation.execution import execute
+    from t2sql.inference import Translator
+
+    db = Path(args.db)
+    context = sqlite_create_tables(db)
+    translator = Translator.load(args.model, args.registry, backend=args.backend, num_beams=args.beams)
+    sql, ms = translator.translate_one(args.question, context)
+    print(f"SQL ({ms:.0f} ms, model {translator.model_dir}):\n  {sql}")
+    result = execute(db, sql, timeout_s=args.timeout, row_cap=args.max_rows)
+    if not result.ok:
+        print(f"the query failed ({result.error_kind}): {result.error}")
+        return 1
+    print(" | ".join(result.columns))
+    for row in result.rows:
+        print(" | ".join("NULL" if v is None else str(v) for v in row))
+    print(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''}{', truncated' if result.truncated else ''})")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from t2sql.evaluation.spider import format_score_table, score_spider
+
+    result = score_spider(args.predictions, args.spider, args.split, args.out, timeout_s=args.timeout)
+    print(format_score_table(result))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from t2sql import predict
+
+    kwargs = {"backend": args.backend, "num_beams": args.beams, "batch_size": args.batch_size}
+    if args.spider:
+        n = predict.predict_spider(args.model, args.spider, args.split, args.out, registry_root=args.registry,
+                                   **kwargs)
+    else:
+        n = predict.predict_records(args.model, args.data, args.out, registry_root=args.registry, **kwargs)
+    print(f"wrote {n} predictions to {args.out}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from t2sql.registry import Registry
+
+    reg = Registry(args.registry)
+    champ = reg.champion()
+    for e in reg.runs():
+        m = e.get("metrics", {})
+        mark = "*" if e["run_id"] == champ else " "
+        print(f"{mark} {e['run_id']}  EX={m.get('execution_accuracy')}  EM={m.get('exact_match')}  "
+              f"p50={m.get('latency_ms_p50')}ms  {e.get('technique', '')}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from t2sql.registry import Registry
+
+    Registry(args.registry).promote(args.run_id, reason=args.reason, by="cli")
+    print(f"{args.run_id} is the champion")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import webui
+
+    webui.serve(host=args.host, port=args.port, registry_root=args.registry, threads=args.threads)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    default_registry = str(Path(os.environ["T2SQL_HOME"]) / "runs") if os.environ.get("T2SQL_HOME") else "runs"
+    p = argparse.ArgumentParser(prog="t2sql", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def config_args(sp):
+        sp.add_argument("--config", required=True, help="pipeline YAML, e.g. configs/quickstart.yaml")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. train.epochs=2 (repeatable)")
+
+    sp = sub.add_parser("run", help="run the pipeline; the last line printed is the run directory")
+    config_args(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("evaluate", help="evaluate a registered run or a model directory")
+    config_args(sp)
+    sp.add_argument("--model", default="champion", help="run id, 'champion' or a model directory")
+    sp.add_argument("--data", help="a test JSONL or scenario YAML (default: the config's test split)")
+    sp.add_argument("--backend", default=None)
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("ask", help="translate one question and run it on a SQLite database (read-only)")
+    sp.add_argument("question")
+    sp.add_argument("--db", required=True, help="SQLite file")
+    sp.add_argument("--model", default="champion")
+    sp.add_argument("--registry", default=default_registry)
+    sp.add_argument("--backend", default="torch")
+    sp.add_argument("--beams", type=int, default=1)
+    sp.add_argument("--timeout", type=float, default=10.0)
+    sp.add_argument("--max-rows", type=int, default=50)
+    sp.set_defaults(func=cmd_ask)
+
+    sp = sub.add_parser("score", help="score predicted SQL against a Spider-layout directory")
+    sp.add_argument("--predictions", required=True, help="one predicted SQL per line, in question order")
+    sp.add_argument("--spider", required=True, help="directory with tables.json, database/, dev.json ...")
+    sp.add_argument("--split", default="dev")
+    sp.add_argument("--out", help="per-example results as JSON")
+    sp.add_argument("--timeout", type=float, default=30.0)
+    sp.set_defaults(func=cmd_score)
+
+    sp = sub.add_parser("predict", help="write one predicted SQL per line for a Spider split or a JSONL file")
+    sp.add_argument("--model", default="champion")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--spider", help="Spider-layout directory")
+    src.add_argument("--data", help="JSONL of question/context records")
+    sp.add_argument("--split", default="dev")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--registry", default=default_registry)
+    sp.add_argument("--backend", default="torch")
+    sp.add_argument("--beams", type=int, default=1)
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.set_defaults(func=cmd_predict)
+
+    sp = sub.add_parser("runs", help="list registered runs (* marks the champion)")
+    sp.add_argument("--registry", default=default_registry)
+    sp.set_defaults(func=cmd_runs)
+
+    sp = sub.add_parser("promote", help="make a run the champion")
+    sp.add_argument("run_id")
+    sp.add_argument("--reason", default="promoted by hand")
+    sp.add_argument("--registry", default=default_registry)
+    sp.set_defaults(func=cmd_promote)
+
+    sp = sub.add_parser("serve", help="serve the web GUI with waitress")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--threads", type=int, default=8)
+    sp.add_argument("--registry", default=default_registry)
+    sp.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"t2sql: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"t2sql: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

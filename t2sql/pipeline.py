@@ -1,0 +1,245 @@
+"""The pipeline's steps as plain functions over paths and small dicts.
+
+Prefect tasks (``tasks/``) wrap these one to one; each step writes under a work directory keyed
+by the fingerprint of everything it depends on, and returns at once when that output exists, so
+an unchanged rerun is fast even outside Prefect's cache and a crash resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from t2sql.config import PipelineConfig, TechniqueSpec, config_to_dict, expand_path, registry_root
+from t2sql.io import atomic_write_json, atomic_write_text, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def _source_stamp(cfg: PipelineConfig) -> list[Any]:
+    """Cheap stamp of the data sources: sizes and modification times of local files."""
+    stamp: list[Any] = []
+    for i, src in enumerate(cfg.data.sources):
+        path = Path(expand_path(src.path, f"data.sources.{i}.path"))
+        if path.is_file():
+            st = path.stat()
+            stamp.append((str(path), st.st_size, int(st.st_mtime)))
+        elif path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                st = f.stat()
+                stamp.append((str(f.relative_to(path)), st.st_size, int(st.st_mtime)))
+        else:
+            stamp.append(src.path)  # a hub id
+    return stamp
+
+
+def work_dir(cfg: PipelineConfig) -> Path:
+    return Path(expand_path(cfg.work_dir, "work_dir"))
+
+
+def prepare(cfg: PipelineConfig) -> dict[str, Any]:
+    """Load, clean and split the configured sources (cached by config and source files).
+
+    Returns:
+        The data layer's paths dict (train/validation/test/rejects, stats, fingerprint).
+    """
+    from t2sql.data import prepare_data
+
+    key = fingerprint(cfg.data.model_dump(mode="json"), cfg.train.seed, _source_stamp(cfg))
+    out = work_dir(cfg) / "data" / key
+    done = out / "prepared.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    result = prepare_data(cfg.data, out, cfg.train.seed)
+    atomic_write_json(done, result)
+    return result
+
+
+def explore_data(cfg: PipelineConfig, data: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Exploration report of the prepared data, with token lengths from the base tokenizer."""
+    from t2sql.data import explore
+
+    out = Path(data["train"]).parent / "exploration"
+    done = out / "exploration.json"
+    if done.is_file():
+        summary = json.loads(done.read_text())
+        summary.setdefault("dir", str(out))
+        return summary
+    tokenizer = None
+    if base is not None:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(base["path"])
+        except Exception as exc:  # noqa: BLE001 - exploration still works on whitespace tokens
+            log.warning("exploration without the model tokenizer: %s", exc)
+    summary = explore(data, out, tokenizer=tokenizer, max_source_length=cfg.train.max_source_length,
+                      max_target_length=cfg.train.max_target_length)
+    summary["dir"] = str(out)
+    return summary
+
+
+def base_model(cfg: PipelineConfig, data: dict[str, Any]) -> dict[str, Any]:
+    """The base model every technique starts from (built once when offline)."""
+    from t2sql.finetune import prepare_base
+
+    return prepare_base(cfg.model, data["train"], work_dir(cfg), registry_root(cfg))
+
+
+def effective_train(cfg: PipelineConfig, technique: TechniqueSpec):
+    """The training settings of one technique: the shared ones with its own overrides."""
+    from t2sql.config import TrainConfig
+
+    return TrainConfig.model_validate({**cfg.train.model_dump(), **technique.train})
+
+
+def finetune_technique(train_cfg, prompt, work: str | os.PathLike[str], base: dict[str, Any],
+                       data: dict[str, Any], technique: TechniqueSpec) -> dict[str, Any]:
+    """Fine-tune one technique; its output directory depends only on what affects it.
+
+    Args:
+        train_cfg: the technique's effective ``TrainConfig`` (see :func:`effective_train`).
+        prompt: the ``PromptOptions``.
+        work: the work directory.
+    """
+    from t2sql.finetune import finetune
+
+    key = fingerprint(base["fingerprint"], data["fingerprint"], technique.model_dump(mode="json"),
+                      train_cfg.model_dump(mode="json"), prompt.model_dump(mode="json"))
+    out = Path(work) / "finetune" / f"{technique.name}-{key}"
+    result = finetune(base, technique, train_cfg, data, out, prompt=prompt)
+    result["key"] = out.name
+    return result
+
+
+def evaluate_model_dir(eval_cfg, work: str | os.PathLike[str], model_dir: str, test_path: str, key: str,
+                       backend: str | None = None, max_source_length: int = 512) -> dict[str, Any]:
+    """Evaluate a model directory on a test file (cached by model key, test data and eval settings)."""
+    from t2sql.evaluation.evaluate import evaluate_model
+    from t2sql.inference import Translator
+
+    backend = backend or eval_cfg.backend
+    eval_key = fingerprint(key, fingerprint(test_path), eval_cfg.model_dump(mode="json"), backend, max_source_length)
+    out = Path(work) / "eval" / eval_key
+    done = out / "metrics.json"
+    if done.is_file():
+        metrics = json.loads(done.read_text())
+    else:
+        translator = Translator(model_dir, backend=backend, num_beams=eval_cfg.num_beams,
+                                max_new_tokens=eval_cfg.max_new_tokens, batch_size=eval_cfg.batch_size,
+                                max_source_length=max_source_length)
+        metrics = evaluate_model(translator, test_path, eval_cfg, out)
+    metrics["predictions_path"] = str(out / "predictions.jsonl")
+    return metrics
+
+
+def pick_winner(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The technique with the best execution accuracy (then exact match, then validation loss)."""
+    def score(r: dict[str, Any]):
+        m = r["metrics"]
+        return (m.get("execution_accuracy") or 0.0, m.get("exact_match") or 0.0, -(r.get("best_val_loss") or 1e9))
+
+    return max(rows, key=score)
+
+
+def technique_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One comparison row per technique for the report."""
+    out = []
+    for r in rows:
+        m = r["metrics"]
+        out.append({
+            "technique": r["technique"], "trainable_params": r.get("trainable_params"),
+            "peak_rss_mb": r.get("peak_rss_mb"), "wall_s": r.get("train_wall_s") or r.get("wall_s"),
+            "tokens_per_s": r.get("tokens_per_s"), "best_val_loss": r.get("best_val_loss"),
+            "exact_match": m.get("exact_match"), "execution_accuracy": m.get("execution_accuracy"),
+            "latency_ms_p50": m.get("latency_ms_p50"), "size_mb": r.get("size_mb"),
+        })
+    return out
+
+
+def run_id_for(cfg: PipelineConfig, winner: dict[str, Any]) -> str:
+    return f"{cfg.name}-{fingerprint(winner['key'], config_to_dict(cfg))[:10]}"
+
+
+def champion_on_test(cfg: PipelineConfig, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The current champion evaluated on this run's test set, so the gate compares like with like."""
+    from t2sql.registry import Registry, RegistryError
+
+    reg = Registry(registry_root(cfg))
+    champ_id = reg.champion()
+    if champ_id is None:
+        return None
+    try:
+        model_dir = reg.resolve(champ_id)
+    except RegistryError as exc:
+        log.warning("champion %s cannot be evaluated: %s", champ_id, exc)
+        return None
+    metrics = evaluate_model_dir(cfg.eval, work_dir(cfg), str(model_dir), data["test"], key=f"champion-{champ_id}",
+                                 max_source_length=cfg.train.max_source_length)
+    return {"run_id": champ_id, "metrics": metrics}
+
+
+def register_run(cfg: PipelineConfig, winner: dict[str, Any], summary: dict[str, Any], run_id: str,
+                 champion: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the run directory, register it, and apply the champion gate.
+
+    Args:
+        champion: the champion's metrics on the same test set (from :func:`champion_on_test`);
+            without it the champion's registered metrics are used.
+
+    Returns:
+        {"run_id", "run_dir", "promoted", "reason"}.
+    """
+    from t2sql.registry import Registry, gate
+    from t2sql.report import write_report
+
+    reg = Registry(registry_root(cfg))
+    run_dir = reg.new_run_dir(run_id)
+    result_file = run_dir / "registration.json"
+    if result_file.is_file() and run_id in reg.read_index()["runs"]:
+        return json.loads(result_file.read_text())
+    model_dst = run_dir / "model"
+    if not model_dst.is_dir():
+        tmp = run_dir / "model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(winner["model_dir"], tmp)
+        os.replace(tmp, model_dst)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    metrics = dict(winner["metrics"])
+    metrics.pop("predictions_path", None)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    exploration = summary.get("exploration") or {}
+    if exploration.get("dir") and Path(exploration["dir"]).is_dir():
+        shutil.copytree(exploration["dir"], run_dir / "exploration", dirs_exist_ok=True)
+    if winner["metrics"].get("predictions_path") and Path(winner["metrics"]["predictions_path"]).is_file():
+        shutil.copy(winner["metrics"]["predictions_path"], run_dir / "predictions.jsonl")
+
+    champ_id = reg.champion()
+    if champion is not None and champion.get("run_id") == champ_id and champ_id != run_id:
+        champ_metrics = champion["metrics"]
+    else:
+        champ_metrics = reg.get(champ_id)["metrics"] if champ_id and champ_id != run_id else None
+    promote, reason = gate(metrics, champ_metrics, min_accuracy_gain=cfg.gate.min_accuracy_gain,
+                           max_latency_ratio=cfg.gate.max_latency_ratio)
+    summary = dict(summary)
+    summary["champion"] = {"champion_run": champ_id, "champion_metrics": champ_metrics, "promoted": promote,
+                           "reason": reason}
+    summary["predictions_path"] = str(run_dir / "predictions.jsonl")
+    write_report(run_dir, summary)
+    reg.register(run_id, metrics=metrics, info={"technique": winner["technique"], "config_name": cfg.name,
+                                                "base_model": cfg.model.base_model})
+    if champ_id == run_id:
+        promote, reason = True, "already the champion"
+    elif promote:
+        reg.promote(run_id, reason=reason)
+    else:
+        reg.record_decision(run_id, promoted=False, reason=reason)
+    out = {"run_id": run_id, "run_dir": str(run_dir.resolve()), "promoted": promote, "reason": reason}
+    atomic_write_json(result_file, out)
+    return out

@@ -1,0 +1,22 @@
+"""Data tasks: download/prepare and explore."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from t2sql import pipeline
+from t2sql.config import load_config
+from tasks.common import CACHED
+
+
+@task(name="prepare-data", retries=3, retry_delay_seconds=[5, 20, 60], **CACHED)
+def prepare_data(config: dict[str, Any]) -> dict[str, Any]:
+    """Download (hub sources, retried with backoff), clean and split the data."""
+    return pipeline.prepare(load_config(raw=config))
+
+
+@task(name="explore-data", **CACHED)
+def explore_data(config: dict[str, Any], data: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    return pipeline.explore_data(load_config(raw=config), data, base)
