@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -48,12 +48,20 @@ def set_threads(num_threads: int | None) -> int:
     return n
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike[str] | None = None):
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike[str] | None = None,
+                    extra_tokens: Sequence[str] = ()):
     """Train a byte-level BPE tokenizer on ``texts``.
 
     Byte-level pre-tokenization splits punctuation and SQL operators from words and decodes back
     to the exact text (spaces included), and nothing is ever out of vocabulary; frequent keywords
     and identifiers (``SELECT``, ``count``, table names) become single tokens.
+
+    Args:
+        texts: training texts.
+        vocab_size: size of the learnt vocabulary.
+        out_dir: where to save the tokenizer (not saved when None).
+        extra_tokens: strings always kept as one token, appended after the learnt vocabulary
+            (e.g. the placeholders `` t1``, `` c7`` of :mod:`t2sql.linking`, leading space included).
 
     Returns:
         A ``PreTrainedTokenizerFast`` with ``<pad>``=0, ``</s>``=1, ``<unk>``=2 and an EOS appended.
@@ -69,10 +77,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.Pat
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    if extra_tokens:
+        from tokenizers import AddedToken
+
+        tok.add_tokens([AddedToken(t, normalized=False) for t in extra_tokens])
     tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, 1)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
-        model_input_names=["input_ids", "attention_mask"], clean_up_tokenization_spaces=False,
+        model_input_names=["input_ids", "attention_mask"], clean_up_tokenization_spaces=False, add_prefix_space=True,
     )
     if out_dir is not None:
         fast.save_pretrained(out_dir)
@@ -146,7 +158,7 @@ def load_model(path: str | os.PathLike[str], device: torch.device | str | None =
 
 
 def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: str | os.PathLike[str] | None = None,
-              tokenizer_dir: str | os.PathLike[str] | None = None):
+              tokenizer_dir: str | os.PathLike[str] | None = None, extra_tokens: Sequence[str] = ()):
     """Load the configured base model, building a small T5 when the hub is unreachable.
 
     Args:
@@ -154,6 +166,7 @@ def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: st
         training_texts: texts to train a tokenizer on when a model must be built from scratch.
         registry_root: where ``run:<id>`` / ``champion`` references are looked up.
         tokenizer_dir: where a freshly trained tokenizer is saved.
+        extra_tokens: strings a freshly trained tokenizer keeps whole (see :func:`train_tokenizer`).
 
     Returns:
         (model, tokenizer, origin) with origin one of ``local``, ``registry``, ``hub``, ``built``.
@@ -184,7 +197,7 @@ def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: st
                     ref, type(exc).__name__)
     if training_texts is None:
         raise RuntimeError("a tokenizer must be trained but no training texts were given")
-    tok = train_tokenizer(training_texts, model_cfg.vocab_size, tokenizer_dir)
+    tok = train_tokenizer(training_texts, model_cfg.vocab_size, tokenizer_dir, extra_tokens=extra_tokens)
     model = build_t5(model_cfg, tok)
     return model, tok, "built"
 

@@ -33,7 +33,7 @@ class RegistryError(RuntimeError):
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 class Registry:
@@ -170,20 +170,47 @@ def gate(candidate: dict[str, Any], champion: dict[str, Any] | None, *, min_accu
          max_latency_ratio: float) -> tuple[bool, str]:
     """Decide whether a candidate's metrics beat the champion's.
 
+    Without a champion the candidate is promoted. Otherwise only when (1) both were evaluated on
+    the same test set (their ``test_fingerprint`` agree, when both carry one), (2) its execution
+    accuracy exceeds the champion's by more than ``min_accuracy_gain`` (any gain when that is 0), and
+    (3) its p50 latency is at most ``max_latency_ratio`` times the champion's.
+
+    Args:
+        candidate: the new run's metrics (``execution_accuracy``, ``latency_ms_p50``, ``test_fingerprint``).
+        champion: the champion's metrics, or None when there is no champion.
+        min_accuracy_gain: required gain in execution accuracy (a fraction).
+        max_latency_ratio: allowed candidate / champion p50 latency.
+
     Returns:
-        (promote, reason). Without a champion the candidate is promoted.
+        (promote, reason): the reason states every check with its numbers, in text.
     """
+    acc_new = candidate.get("execution_accuracy")
     if champion is None:
-        return True, "no champion yet"
-    acc_new = float(candidate.get("execution_accuracy") or 0.0)
+        shown = "unknown" if acc_new is None else f"{float(acc_new):.3f}"
+        return True, f"no champion yet; candidate execution accuracy {shown}"
+    if acc_new is None:
+        return False, "candidate has no execution accuracy, so it cannot be compared with the champion"
+    acc_new = float(acc_new)
+    fp_new, fp_old = candidate.get("test_fingerprint"), champion.get("test_fingerprint")
+    if fp_new and fp_old and fp_new != fp_old:
+        return False, (f"not comparable: candidate was evaluated on test set {fp_new}, the champion on {fp_old}; "
+                       "re-evaluate both on the same test set")
     acc_old = float(champion.get("execution_accuracy") or 0.0)
     lat_new = float(candidate.get("latency_ms_p50") or 0.0)
     lat_old = float(champion.get("latency_ms_p50") or 0.0)
     gain = acc_new - acc_old
-    if gain <= min_accuracy_gain and not (min_accuracy_gain == 0 and gain > 0):
-        return False, (f"execution accuracy {acc_new:.3f} vs champion {acc_old:.3f}: gain {gain:+.3f} "
-                       f"does not exceed the required {min_accuracy_gain:.3f}")
-    if lat_old > 0 and lat_new / lat_old > max_latency_ratio:
-        return False, (f"latency p50 {lat_new:.1f} ms is {lat_new / lat_old:.2f}x the champion's {lat_old:.1f} ms "
-                       f"(allowed {max_latency_ratio:.2f}x)")
-    return True, f"execution accuracy {acc_new:.3f} beats champion {acc_old:.3f} by {gain:+.3f}; latency within bounds"
+    reasons = []
+    accuracy_ok = gain > min_accuracy_gain
+    reasons.append(f"execution accuracy {acc_new:.3f} vs champion {acc_old:.3f}: gain {gain:+.3f} "
+                   f"{'exceeds' if accuracy_ok else 'does not exceed'} the required {min_accuracy_gain:.3f}")
+    latency_ok = True
+    if lat_old > 0 and lat_new > 0:
+        ratio = lat_new / lat_old
+        latency_ok = ratio <= max_latency_ratio
+        reasons.append(f"latency p50 {lat_new:.1f} ms is {ratio:.2f}x the champion's {lat_old:.1f} ms "
+                       f"({'within' if latency_ok else 'beyond'} the allowed {max_latency_ratio:.2f}x)")
+    else:
+        reasons.append("latency not compared (missing on one side)")
+    if fp_new and fp_old:
+        reasons.append(f"same test set ({fp_new})")
+    return accuracy_ok and latency_ok, "; ".join(reasons)

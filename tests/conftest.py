@@ -1,0 +1,45 @@
+"""Shared fixtures: the shipped Spider sample and tiny model settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "spider_sample"
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+TINY_MODEL = {"base_model": "t5-small", "vocab_size": 600, "d_model": 32, "d_ff": 64, "d_kv": 16, "num_layers": 1,
+              "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
+
+
+def tiny_config(tmp_path: Path, **sections) -> dict:
+    """A pipeline config over a few sample databases that trains in seconds."""
+    cfg = {
+        "name": "tiny",
+        "work_dir": str(tmp_path / "work"),
+        "data": {"sources": [{"kind": "spider", "path": str(SAMPLE),
+                              "databases": ["club_1", "gymnast", "musical", "wrestler", "climbing", "entrepreneur",
+                                            "body_builder", "candidate_poll", "race_track"]}],
+                 "split_by": "database", "val_fraction": 0.2, "test_fraction": 0.2},
+        "model": dict(TINY_MODEL),
+        "train": {"epochs": 2, "batch_size": 16, "learning_rate": 3e-3, "max_source_length": 128,
+                  "max_target_length": 64, "checkpoint_every_steps": 5, "val_max_examples": 32, "num_threads": 1},
+        "eval": {"batch_size": 16, "max_new_tokens": 24, "max_examples": 16},
+        "registry": {"root": str(tmp_path / "runs")},
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
