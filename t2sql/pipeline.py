@@ -89,7 +89,7 @@ def base_model(cfg: PipelineConfig, data: dict[str, Any]) -> dict[str, Any]:
     """The base model every technique starts from (built once when offline)."""
     from t2sql.finetune import prepare_base
 
-    return prepare_base(cfg.model, data["train"], work_dir(cfg), registry_root(cfg))
+    return prepare_base(cfg.model, data["train"], work_dir(cfg), registry_root(cfg), prompt=cfg.prompt)
 
 
 def effective_train(cfg: PipelineConfig, technique: TechniqueSpec):
