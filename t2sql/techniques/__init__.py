@@ -4,11 +4,20 @@ Each technique is one module with the same shape:
 
 - ``Config``: a pydantic model of its settings (the ``params`` of a ``techniques:`` entry);
 - ``prepare(model, config, train) -> model``: make a freshly loaded model ready for training
-  (wrap adapters, quantize, swap layers);
+  (wrap adapters, quantize, swap layers); ``train`` is the ``TrainConfig``;
 - ``export(model, config, out_dir, tokenizer) -> None``: write the servable model to ``out_dir``
   (adapters merged, weights packed) so that ``t2sql.modeling.load_model(out_dir)`` serves it;
-- optionally ``on_optimizer_step(model, step, total_steps)``: called after every optimizer step;
-- optionally ``summary(model) -> dict``: technique-specific facts recorded with the run.
+- optionally ``on_optimizer_step(model, step, total_steps)``: called after every optimizer step,
+  before the gradients are cleared;
+- optionally ``regularization(model) -> Tensor | None``: a term the training loop adds to the loss;
+- optionally ``checkpoint_ready(model) -> bool``: False while the model is not yet in the form it
+  will be exported in (BitNet while quantization ramps in); such steps are not picked as best;
+- optionally ``dump_state(model)`` / ``load_state(model, state)``: technique state kept in checkpoints;
+- optionally ``summary(model) -> dict``: technique-specific facts recorded with the run;
+- optionally ``load(path) -> (model, tokenizer)``: read an export that is not a plain Hugging Face
+  model (the directory then holds ``t2sql.modeling.TECHNIQUE_MARKER``);
+- optionally ``fit(model, tokenizer, data, train_cfg, config, out_dir, train_fn)``: a technique
+  that replaces the training procedure itself (iterative refinement).
 
 Adding a technique is adding a module and a line in ``TECHNIQUES``.
 """
@@ -16,19 +25,34 @@ Adding a technique is adding a module and a line in ``TECHNIQUES``.
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 TECHNIQUES: dict[str, str] = {
     "full": "t2sql.techniques.full",
+    "lora": "t2sql.techniques.lora",
+    "qlora": "t2sql.techniques.qlora",
+    "adalora": "t2sql.techniques.adalora",
+    "bitnet": "t2sql.techniques.bitnet",
+    "iterative": "t2sql.techniques.iterative",
 }
 
 
 def available() -> list[str]:
+    """The registered technique names, sorted."""
     return sorted(TECHNIQUES)
 
 
 def get_technique(name: str) -> ModuleType:
     """Return the module implementing technique ``name``.
+
+    Args:
+        name: a registry name, e.g. ``lora``.
+
+    Returns:
+        The technique module.
 
     Raises:
         KeyError: the name is unknown; the message lists the valid names.
@@ -36,3 +60,31 @@ def get_technique(name: str) -> ModuleType:
     if name not in TECHNIQUES:
         raise KeyError(f"unknown technique {name!r}; valid: {', '.join(available())}")
     return importlib.import_module(TECHNIQUES[name])
+
+
+def export_size_bytes(out_dir: str | os.PathLike[str]) -> int:
+    """Bytes on disk of every file under an export directory."""
+    return sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file())
+
+
+def comparison_facts(name: str, model, out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The facts every technique records for comparison.
+
+    Args:
+        name: the technique's registry name.
+        model: the prepared (trained) model, before or after export.
+        out_dir: the export directory, when it has been written.
+
+    Returns:
+        ``{"technique", "trainable_params", "total_params", "export_bytes", **summary(model)}``.
+    """
+    from t2sql.modeling import count_parameters
+
+    technique = get_technique(name)
+    trainable, total = count_parameters(model)
+    facts: dict[str, Any] = {"technique": name, "trainable_params": trainable, "total_params": total}
+    if out_dir is not None and Path(out_dir).is_dir():
+        facts["export_bytes"] = export_size_bytes(out_dir)
+    if hasattr(technique, "summary"):
+        facts.update(technique.summary(model))
+    return facts

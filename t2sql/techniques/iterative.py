@@ -1,0 +1,308 @@
+"""Iterative refinement: train in rounds, each round weighting up the examples still answered wrong.
+
+    techniques:
+      - name: iterative
+        params: {max_rounds: 3, upweight: 2.0, inner: lora, inner_params: {r: 8}}
+
+Round 1 trains as the ``inner`` technique would. After each round the model answers the training
+questions; an answer is right when it returns the gold rows on the record's database
+(``t2sql.evaluation.execution.execute`` on ``db_path``), or, without a database, when it equals the
+gold SQL up to case and whitespace. Wrong examples get their loss weight multiplied by ``upweight``
+(weights are then rescaled to average 1) and the next round continues from the current weights.
+Rounds stop when the validation score (execution accuracy, then validation loss) stops improving or
+after ``max_rounds``; the model is left holding the best round's weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from types import SimpleNamespace
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from t2sql.io import atomic_write_json, read_jsonl
+from t2sql.prompt import build_source, postprocess
+
+log = logging.getLogger(__name__)
+
+ROUNDS_FILE = "rounds.json"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_rounds: int = Field(default=3, ge=1, description="Training rounds at most.")
+    upweight: float = Field(default=2.0, gt=1, description="Factor on the loss weight of a wrongly answered example.")
+    max_weight: float = Field(default=8.0, gt=1, description="Cap of an example's weight before rescaling.")
+    inner: str = Field(default="full", description="Technique trained in every round.")
+    inner_params: dict[str, Any] = Field(default_factory=dict, description="Settings of the inner technique.")
+    round_epochs: float | None = Field(default=None, gt=0, description="Epochs of rounds after the first (default: train.epochs).")
+    score_max_examples: int | None = Field(default=2000, ge=1, description="Training examples answered per round (a fixed random subset).")
+    val_max_examples: int | None = Field(default=200, ge=1, description="Validation examples answered per round.")
+    batch_size: int = Field(default=32, ge=1, description="Questions per generate call.")
+    max_new_tokens: int = Field(default=128, ge=1)
+    query_timeout_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _inner_known(self) -> "Config":
+        from t2sql.techniques import get_technique
+
+        if self.inner == "iterative":
+            raise ValueError("inner: iterative cannot nest itself")
+        get_technique(self.inner).Config.model_validate(self.inner_params)
+        return self
+
+
+def _inner(config: Config):
+    from t2sql.techniques import get_technique
+
+    module = get_technique(config.inner)
+    return module, module.Config.model_validate(config.inner_params)
+
+
+def prepare(model, config: Config, train=None):
+    """Prepare the model as the inner technique does."""
+    module, cfg = _inner(config)
+    return module.prepare(model, cfg, train)
+
+
+def export(model, config: Config, out_dir: Path, tokenizer) -> None:
+    """Export the model as the inner technique does."""
+    module, cfg = _inner(config)
+    module.export(model, cfg, out_dir, tokenizer)
+
+
+def summary(model) -> dict[str, Any]:
+    """The rounds run: validation score and how many training answers were wrong in each."""
+    return {"rounds": getattr(model, "t2sql_rounds", [])}
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring answers
+# --------------------------------------------------------------------------------------------
+_WS = re.compile(r"\s+")
+
+
+def normalize_sql(sql: str) -> str:
+    """Lower case, single spaces, no trailing semicolon: the form exact match compares."""
+    return _WS.sub(" ", postprocess(sql)).strip().lower()
+
+
+def _rows_match(pred_rows: list[tuple], gold_rows: list[tuple], ordered: bool) -> bool:
+    if ordered:
+        return pred_rows == gold_rows
+    return Counter(map(tuple, pred_rows)) == Counter(map(tuple, gold_rows))
+
+
+def is_correct(record: dict[str, Any], prediction: str, timeout_s: float = 5.0,
+               gold_cache: dict[str, Any] | None = None) -> bool:
+    """Whether ``prediction`` answers ``record``: same rows on its database, else same SQL text.
+
+    Rows are compared as a multiset unless the gold query has ORDER BY.
+
+    Args:
+        record: a data record (``answer``, ``db_path``).
+        prediction: generated SQL.
+        timeout_s: time limit per query.
+        gold_cache: remembers gold results by record id across calls.
+
+    Returns:
+        True when correct.
+    """
+    from t2sql.evaluation.execution import execute
+
+    db_path = record.get("db_path")
+    if not db_path or not os.path.isfile(db_path):
+        return normalize_sql(prediction) == normalize_sql(record["answer"])
+    key = str(record.get("id"))
+    gold = gold_cache.get(key) if gold_cache is not None else None
+    if gold is None:
+        gold = execute(db_path, record["answer"], timeout_s=timeout_s)
+        if gold_cache is not None:
+            gold_cache[key] = gold
+    if not gold.ok:  # an unanswerable gold query: fall back to the text
+        return normalize_sql(prediction) == normalize_sql(record["answer"])
+    pred = execute(db_path, prediction, timeout_s=timeout_s)
+    ordered = "order by" in record["answer"].lower()
+    return pred.ok and _rows_match(pred.rows, gold.rows, ordered)
+
+
+@torch.no_grad()
+def predict(model, tokenizer, records: list[dict[str, Any]], batch_size: int = 32, max_new_tokens: int = 128,
+            max_source_length: int = 512) -> list[str]:
+    """Greedy SQL for each record, in input order (inputs batched by length)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sources = [build_source(r["question"], r["context"]) for r in records]
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    out: list[str] = [""] * len(sources)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_source_length).to(device)
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+        for i, text in zip(idx, tokenizer.batch_decode(ids, skip_special_tokens=True)):
+            out[i] = postprocess(text)
+    if was_training:
+        model.train()
+    return out
+
+
+def score(model, tokenizer, records: list[dict[str, Any]], config: Config, max_source_length: int = 512,
+          gold_cache: dict[str, Any] | None = None) -> dict[str, bool]:
+    """Record id -> whether the model answers it correctly."""
+    preds = predict(model, tokenizer, records, config.batch_size, config.max_new_tokens, max_source_length)
+    return {str(r["id"]): is_correct(r, p, config.query_timeout_s, gold_cache) for r, p in zip(records, preds)}
+
+
+def update_weights(weights: dict[str, float], correct: dict[str, bool], upweight: float,
+                   max_weight: float) -> dict[str, float]:
+    """Multiply the weight of every wrong example by ``upweight`` (capped), then rescale to mean 1.
+
+    Args:
+        weights: current weight per record id (every training id).
+        correct: record id -> answered correctly, for the ids that were scored.
+        upweight: factor for wrong answers.
+        max_weight: cap before rescaling.
+
+    Returns:
+        New weights for the same ids, averaging 1.
+    """
+    new = {k: min(w * upweight, max_weight) if correct.get(k) is False else w for k, w in weights.items()}
+    mean = sum(new.values()) / max(len(new), 1)
+    return {k: w / mean for k, w in new.items()}
+
+
+def _sample(records: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
+    if limit is None or len(records) <= limit:
+        return records
+    return random.Random(seed).sample(records, limit)
+
+
+def _trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _restore(model, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)
+
+
+_HOOKS = ("regularization", "checkpoint_ready", "dump_state", "load_state", "summary")
+
+
+def _round_technique(inner, first_round: bool, seen: dict[str, int]):
+    """The inner technique as the training loop sees it in one round.
+
+    A technique's schedule (BitNet's ramp, AdaLoRA's rank budget) spans the first round; later
+    rounds continue past its end, so they see steps after the first round's last one.
+    """
+    hooks = {h: getattr(inner, h) for h in _HOOKS if hasattr(inner, h)}
+    if hasattr(inner, "on_optimizer_step"):
+        if first_round:
+            def on_step(model, step, total_steps):
+                seen["total"] = total_steps
+                inner.on_optimizer_step(model, step, total_steps)
+        else:
+            def on_step(model, step, total_steps):
+                inner.on_optimizer_step(model, seen["total"] + step, seen["total"])
+        hooks["on_optimizer_step"] = on_step
+    return SimpleNamespace(**hooks)
+
+
+# --------------------------------------------------------------------------------------------
+# The procedure
+# --------------------------------------------------------------------------------------------
+def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, config: Config,
+        out_dir: str | os.PathLike[str], train_fn: Callable[..., Any], *, progress: bool = True,
+        records: Iterable[dict[str, Any]] | None = None):
+    """Train in rounds, up-weighting wrongly answered training examples, until validation stops improving.
+
+    Args:
+        model: the model from :func:`prepare`.
+        tokenizer: its tokenizer.
+        data: ``{"train": path, "validation": path, ...}`` JSONL record files.
+        train_cfg: the ``TrainConfig``.
+        config: iterative settings.
+        out_dir: one sub-directory per round (``round-1``, ...) plus ``rounds.json``; a finished
+            round found there is reused by ``train_fn``.
+        train_fn: ``t2sql.training.train_model`` (same signature).
+        progress: show progress bars.
+        records: the training records, when already in memory (default: read ``data["train"]``).
+
+    Returns:
+        The ``TrainResult`` of the best round, with steps, tokens and time summed over all rounds
+        and each history row tagged with its round. ``model`` holds the best round's weights and
+        ``model.t2sql_rounds`` the per-round record.
+
+    Raises:
+        KeyError: ``data`` lacks ``train`` or ``validation``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    inner, inner_cfg = _inner(config)
+    train_records = list(records) if records is not None else list(read_jsonl(data["train"]))
+    val_records = list(read_jsonl(data["validation"]))
+    scored_train = _sample(train_records, config.score_max_examples, train_cfg.seed)
+    scored_val = _sample(val_records, config.val_max_examples, train_cfg.seed)
+    weights = {str(r["id"]): 1.0 for r in train_records}
+    gold_cache: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    rounds: list[dict[str, Any]] = []
+    results = []
+    best: tuple[float, float] | None = None
+    best_round = 0
+    best_state = None
+    for k in range(1, config.max_rounds + 1):
+        cfg = train_cfg if k == 1 or config.round_epochs is None else train_cfg.model_copy(
+            update={"epochs": config.round_epochs})
+        result = train_fn(model, tokenizer, data["train"], data["validation"], cfg, out / f"round-{k}",
+                          technique=_round_technique(inner, k == 1, seen), technique_cfg=inner_cfg, example_weights=None if k == 1 else weights,
+                          progress=progress)
+        results.append(result)
+        seen.setdefault("total", result.global_step)
+        val_correct = score(model, tokenizer, scored_val, config, train_cfg.max_source_length, gold_cache)
+        val_acc = sum(val_correct.values()) / max(len(val_correct), 1)
+        key = (val_acc, -float(result.best_val_loss))
+        improved = best is None or key > best
+        row = {"round": k, "val_execution_accuracy": round(val_acc, 4), "val_loss": result.best_val_loss,
+               "steps": result.global_step, "improved": improved}
+        if improved:
+            best, best_round, best_state = key, k, _trainable(model)
+        if not improved or k == config.max_rounds:
+            rounds.append(row)
+            log.info("iterative round %d: val accuracy %.3f, val loss %.4f%s", k, val_acc, result.best_val_loss,
+                     "" if improved else " (no improvement, stopping)")
+            break
+        correct = score(model, tokenizer, scored_train, config, train_cfg.max_source_length, gold_cache)
+        wrong = sum(not c for c in correct.values())
+        row.update(train_scored=len(correct), train_wrong=wrong)
+        rounds.append(row)
+        log.info("iterative round %d: val accuracy %.3f, val loss %.4f, %d/%d training answers wrong", k, val_acc,
+                 result.best_val_loss, wrong, len(correct))
+        if wrong == 0:
+            break
+        weights = update_weights(weights, correct, config.upweight, config.max_weight)
+    if best_state is not None:
+        _restore(model, best_state)
+    model.t2sql_rounds = rounds
+    atomic_write_json(out / ROUNDS_FILE, {"best_round": best_round, "rounds": rounds})
+    best_result = results[best_round - 1]
+    wall = sum(r.wall_s for r in results)
+    tokens = sum(r.train_tokens for r in results)
+    history = [{**row, "round": i + 1} for i, r in enumerate(results) for row in r.history]
+    return replace(best_result, global_step=sum(r.global_step for r in results), wall_s=round(wall, 2),
+                   train_tokens=tokens, tokens_per_s=round(tokens / max(wall, 1e-6), 1),
+                   peak_rss_mb=max(r.peak_rss_mb for r in results), history=history)
