@@ -44,6 +44,22 @@ def finetune_techniques(config: dict[str, Any], base: dict[str, Any], data: dict
     return [{**ft.result(), "technique": spec.label or spec.name, "metrics": ev.result()} for spec, ft, ev in evals]
 
 
+@flow(name="t2sql-estimate-rank", log_prints=True)
+def estimate_rank(config: dict[str, Any], base: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Short LoRA runs at every configured rank in parallel; the smallest rank within tolerance wins."""
+    cfg = load_config(raw=config)
+    work = str(steps.work_dir(cfg))
+    val_eval = cfg.eval.model_copy(update={"max_examples": cfg.rank_sweep.val_examples}).model_dump(mode="json")
+    futures = []
+    for spec, train_cfg in steps.rank_sweep_runs(cfg):
+        ft = finetune.submit(train_cfg.model_dump(mode="json"), cfg.prompt.model_dump(mode="json"), work, base, data,
+                             spec.model_dump(mode="json"))
+        futures.append((ft, evaluate.submit(val_eval, work, ft, data["validation"], None,
+                                            train_cfg.max_source_length)))
+    runs = [{**ft.result(), "metrics": ev.result()} for ft, ev in futures]
+    return steps.choose_rank(cfg, runs, steps.work_dir(cfg) / "rank_sweep" / base["fingerprint"])
+
+
 @flow(name=FLOW_NAME, log_prints=True)
 def t2sql_pipeline(config_path: str | None = None, overrides: list[str] | None = None,
                    config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -68,6 +84,13 @@ def t2sql_pipeline(config_path: str | None = None, overrides: list[str] | None =
     exploration = explore_data(raw, data, base)
 
     runner = make_task_runner(cfg.runner, cfg.max_workers, cfg.dask_address)
+    rank_sweep = None
+    if cfg.rank_sweep.enabled:
+        rank_sweep = estimate_rank.with_options(task_runner=make_task_runner(cfg.runner, cfg.max_workers,
+                                                                             cfg.dask_address))(raw, base, data)
+        logger.info("rank sweep chose r=%s (best r=%s)", rank_sweep["chosen_rank"], rank_sweep["best_rank"])
+        cfg = steps.apply_rank(cfg, rank_sweep["chosen_rank"])
+        raw = cfg.model_dump(mode="json")
     rows = finetune_techniques.with_options(task_runner=runner)(raw, base, data)
     winner = steps.pick_winner(rows)
     table = steps.technique_table(rows)
@@ -84,6 +107,10 @@ def t2sql_pipeline(config_path: str | None = None, overrides: list[str] | None =
     summary = {
         "metrics": winner["metrics"], "exploration": exploration, "history": winner.get("history", []),
         "techniques": table, "variants": variants, "winner": winner["technique"],
+        "rank_sweep": rank_sweep["results"] if rank_sweep else None,
+        "chosen_rank": rank_sweep["chosen_rank"] if rank_sweep else None,
+        "adalora_ranks": next((r.get("technique_summary", {}).get("rank_pattern") for r in rows
+                               if r["technique"].startswith("adalora")), None),
         "technique_summaries": {r["technique"]: r.get("technique_summary", {}) for r in rows},
     }
     run_id = steps.run_id_for(cfg, winner)

@@ -142,6 +142,26 @@ class TechniqueSpec(Strict):
         return self
 
 
+class RankSweepConfig(Strict):
+    """Adapter-rank estimation: short LoRA runs at several ranks, the smallest good rank wins."""
+
+    enabled: bool = False
+    ranks: list[int] = Field(default_factory=lambda: [2, 4, 8, 16, 32, 64], min_length=1)
+    technique: Literal["lora"] = "lora"
+    max_minutes: float = Field(default=1.0, gt=0, description="Training budget of each sweep run.")
+    tolerance: float = Field(default=0.02, ge=0, description="Relative validation-loss tolerance to the best rank.")
+    val_examples: int = Field(default=50, ge=1, description="Validation examples scored by execution per rank.")
+    apply_to: list[str] = Field(default_factory=lambda: ["lora", "qlora"],
+                                description="Techniques whose rank `r` is set to the chosen rank.")
+
+    @field_validator("ranks")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(r < 1 for r in v):
+            raise ValueError("ranks must be >= 1")
+        return sorted(set(v))
+
+
 class EvalConfig(Strict):
     batch_size: int = Field(default=32, ge=1)
     num_beams: int = Field(default=1, ge=1)
@@ -175,6 +195,7 @@ class PipelineConfig(Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
+    rank_sweep: RankSweepConfig = Field(default_factory=RankSweepConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     grid: dict[str, list[Any]] = Field(
         default_factory=dict,

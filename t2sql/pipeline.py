@@ -243,3 +243,56 @@ def register_run(cfg: PipelineConfig, winner: dict[str, Any], summary: dict[str,
     out = {"run_id": run_id, "run_dir": str(run_dir.resolve()), "promoted": promote, "reason": reason}
     atomic_write_json(result_file, out)
     return out
+
+
+def rank_sweep_runs(cfg: PipelineConfig) -> list[tuple[TechniqueSpec, Any]]:
+    """(technique spec, train settings) of every run of the rank sweep, on its short fixed budget."""
+    from t2sql.techniques.rank_sweep import sweep_ranks
+
+    sweep = cfg.rank_sweep
+    lora = next((t for t in cfg.techniques if t.name == sweep.technique), None)
+    params = dict(lora.params) if lora is not None else {}
+    train = cfg.train.model_copy(update={"max_minutes": sweep.max_minutes, "epochs": max(cfg.train.epochs, 100.0),
+                                         "early_stopping_patience": 0})
+    runs = []
+    for spec in sweep_ranks(sweep.ranks, params, technique=sweep.technique):
+        label = f"{sweep.technique}[r={spec['params']['r']}]"
+        runs.append((TechniqueSpec(name=spec["name"], label=label, params=spec["params"]), train))
+    return runs
+
+
+def choose_rank(cfg: PipelineConfig, runs: list[dict[str, Any]], out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Pick the smallest rank within tolerance of the best and plot the sweep.
+
+    Args:
+        runs: finetune results of the sweep with their validation ``metrics``.
+
+    Returns:
+        {"results": [{rank, trainable_params, val_loss, execution_accuracy}], "chosen_rank", "best_rank", "plot"}.
+    """
+    from t2sql.techniques.rank_sweep import choose_rank as choose, rank_sweep_plot
+
+    rows = [{"rank": int(r["params"]["r"]), "trainable_params": r.get("trainable_params"),
+             "val_loss": r.get("best_val_loss"), "execution_accuracy": r["metrics"].get("execution_accuracy"),
+             "wall_s": r.get("train_wall_s")} for r in runs]
+    chosen = choose(rows, cfg.rank_sweep.tolerance)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot = out / "rank_sweep.png"
+    rank_sweep_plot(rows, plot, chosen=chosen["rank"])
+    return {"results": sorted(rows, key=lambda r: r["rank"]), "chosen_rank": int(chosen["rank"]),
+            "best_rank": chosen.get("best_rank"), "tolerance": cfg.rank_sweep.tolerance, "plot": str(plot)}
+
+
+def apply_rank(cfg: PipelineConfig, rank: int) -> PipelineConfig:
+    """The config with the chosen rank set on the techniques the sweep applies to (alpha/r kept)."""
+    specs = []
+    for t in cfg.techniques:
+        if t.name in cfg.rank_sweep.apply_to:
+            params = dict(t.params)
+            old_r = params.get("r", 8)
+            alpha = params.get("alpha", 16.0)
+            params.update({"r": rank, "alpha": alpha * rank / old_r})
+            t = t.model_copy(update={"params": params})
+        specs.append(t)
+    return cfg.model_copy(update={"techniques": specs})

@@ -382,6 +382,9 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
             row.update(val_metrics_fn(model))
             model.train()
         state["history"].append(row)
+        if technique is not None and hasattr(technique, "checkpoint_ready") and not technique.checkpoint_ready(model):
+            row["note"] = "technique warming up: not a checkpoint candidate"
+            return False
         if not math.isnan(vloss) and vloss < state["best_val"] - 1e-6:
             state["best_val"], state["best_step"], state["bad_evals"] = vloss, state["step"], 0
             save_checked(trainable_state(model), out / BEST_FILE)
@@ -416,14 +419,17 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
             w = weights[idx].to(device) if weights is not None else None
             with autocast_context(cfg.precision, device):
                 loss, n_tok = seq2seq_loss(model, batch, w, cfg.label_smoothing)
+                if technique is not None and hasattr(technique, "regularization"):
+                    loss = loss + technique.regularization(model)  # e.g. AdaLoRA's orthogonality penalty
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optim.step()
-            optim.zero_grad(set_to_none=True)
             state["step"] += 1
             state["pos"] += 1
             if technique is not None and hasattr(technique, "on_optimizer_step"):
+                # Before zero_grad: AdaLoRA scores importance from the gradients.
                 technique.on_optimizer_step(model, state["step"], total_steps)
+            optim.zero_grad(set_to_none=True)
             state["tokens"] += n_tok
             state["examples"] += len(idx)
             lv = loss.item()
