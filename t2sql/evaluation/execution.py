@@ -74,6 +74,12 @@ def connect_schema(context: str) -> sqlite3.Connection:
     return conn
 
 
+def lock_reads_only(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Install the reads-only authorizer on a connection (after it has been filled) and return it."""
+    conn.set_authorizer(_authorizer)
+    return conn
+
+
 def classify_error(message: str) -> str:
     m = message.lower()
     if "interrupted" in m:
