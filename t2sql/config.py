@@ -171,6 +171,12 @@ class EvalConfig(Strict):
     row_cap: int = Field(default=10000, ge=1)
     execution_guided: bool = False
     backend: str = "torch"
+    fuzz_databases: int = Field(default=3, ge=1, description="Generated databases per schema-only example.")
+    fuzz_seed: int = 0
+    keep_distinct: bool = Field(default=False, description="Compare results with DISTINCT kept (Spider drops it).")
+    slow_query_factor: float = Field(default=2.0, gt=0, description="Flag predictions this many times slower than gold.")
+    slow_query_min_ms: float = Field(default=1.0, ge=0)
+    report_samples: int = Field(default=8, ge=0, description="Sample successes and failures in the report.")
 
 
 class GateConfig(Strict):
