@@ -1,21 +1,37 @@
-"""Turn questions into SQL with a trained model, in length-bucketed batches.
+"""Turn questions into SQL with a trained model, on any backend, in length-bucketed batches.
 
     from t2sql.inference import Translator
-    tr = Translator.load("champion")
+    tr = Translator.load("champion", backend="onnx-int8")
     tr.translate([("How many singers are there?", "CREATE TABLE singer (singer_id number, name text)")])
+
+Backends (see :mod:`t2sql.inference.backends`): ``torch-fp32`` (alias ``torch``), ``torch-amp``,
+``torch-bf16``, ``torch-int8``, ``onnx-fp32`` (alias ``onnx``), ``onnx-int8``, ``bitnet``. Every one
+goes through the same tokenisation, batching, decoding settings and post-processing, so their
+outputs and timings compare like for like.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
-from t2sql.modeling import load_model, pick_device, set_threads
-from t2sql.prompt import build_source, postprocess
+from t2sql.inference.backends import BackendOptions, GenerationSettings, canonical_backend, load_backend
+from t2sql.modeling import pick_device, set_threads
+from t2sql.prompt import build_source, load_prompt_options, postprocess
+
+log = logging.getLogger(__name__)
+
+#: Beams searched by execution-guided decoding when the translator itself is greedy.
+GUIDED_DEFAULT_BEAMS = 4
+
+Pair = tuple[str, str] | tuple[str, str, str | None]
 
 
 class Translator:
@@ -23,62 +39,188 @@ class Translator:
 
     Args:
         model_dir: directory holding the model and its tokenizer.
-        backend: inference backend name.
+        backend: inference backend name (see the module docstring); a wrong name is refused with the
+            list of valid ones.
         num_threads: intra-op threads (default: the machine's physical cores).
         num_beams: 1 for greedy decoding, more for beam search.
         max_new_tokens: generation cap.
-        batch_size: questions per generate call; inputs are sorted by length first.
+        min_new_tokens: generate at least this many tokens (benchmarks pin the length with
+            ``min_new_tokens == max_new_tokens``).
+        batch_size: questions per generate call; inputs are sorted by token length first so each
+            batch pads little.
+        max_source_length: inputs are truncated to this many tokens.
+        device: ``auto`` (a GPU when present), ``cpu`` or ``cuda``.
+        execution_guided: answer with the first beam candidate that runs on the question's database
+            (or on an empty database built from the schema); searches ``num_beams`` beams, or
+            :data:`GUIDED_DEFAULT_BEAMS` when ``num_beams`` is 1.
+        guided_timeout_s: time limit of each candidate's execution.
+        db_resolver: ``(question, context) -> db_path | None``, used by execution-guided decoding for
+            pairs given without a database path.
+        onnx_dir: cache root of ONNX artefacts (default: next to the model, ``<model_dir>/../onnx/``).
+        int8_isa: instruction set ONNX INT8 is quantized for (``auto``: read from the CPU flags).
+        per_channel: ONNX INT8 per-channel weight scales.
+        spinning: let ONNX Runtime's idle threads spin (lower latency on an otherwise idle machine).
+            PyTorch's OpenMP threads follow ``OMP_WAIT_POLICY``, read once when torch is loaded.
+
+    Raises:
+        ValueError: unknown backend or a model the backend cannot serve.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str], backend: str = "torch", *, num_threads: int | None = None,
-                 num_beams: int = 1, max_new_tokens: int = 128, batch_size: int = 16, max_source_length: int = 512,
-                 device: str = "auto"):
+                 num_beams: int = 1, max_new_tokens: int = 128, min_new_tokens: int = 0, batch_size: int = 16,
+                 max_source_length: int = 512, device: str = "auto", execution_guided: bool = False,
+                 guided_timeout_s: float = 2.0, db_resolver: Callable[[str, str], str | None] | None = None,
+                 onnx_dir: str | os.PathLike[str] | None = None, int8_isa: str = "auto", per_channel: bool = True,
+                 spinning: bool = False):
+        self.backend = canonical_backend(backend)
+        if num_beams < 1 or max_new_tokens < 1 or batch_size < 1:
+            raise ValueError(f"num_beams ({num_beams}), max_new_tokens ({max_new_tokens}) and batch_size "
+                             f"({batch_size}) must be at least 1")
         self.model_dir = Path(model_dir)
-        self.backend = backend
+        self.prompt = load_prompt_options(self.model_dir)  # the input/output format it was trained with
         self.num_beams = num_beams
         self.max_new_tokens = max_new_tokens
+        self.min_new_tokens = min(min_new_tokens, max_new_tokens)
         self.batch_size = batch_size
         self.max_source_length = max_source_length
+        self.execution_guided = execution_guided
+        self.guided_timeout_s = guided_timeout_s
+        self.db_resolver = db_resolver
         self.threads = set_threads(num_threads)
         self.device = pick_device(device)
-        self.model, self.tokenizer = load_model(self.model_dir, self.device)
+        options = BackendOptions(device=self.device, num_threads=self.threads, onnx_dir=onnx_dir, int8_isa=int8_isa,
+                                 per_channel=per_channel, spinning=spinning)
+        self.engine, self.tokenizer = load_backend(self.backend, self.model_dir, options)
+        self.device = self.engine.device
+        self.last_guided_stats: dict[str, int] | None = None
+        self.guided_totals: dict[str, int] = {}
 
     @classmethod
     def load(cls, ref: str, registry_root: str | os.PathLike[str] = "runs", **kwargs) -> "Translator":
-        """Load a registered run (``champion``, ``run:<id>``, a run id) or a model directory."""
+        """Load a registered run (``champion``, ``run:<id>``, a run id) or a model directory.
+
+        Args:
+            ref: the run reference or directory.
+            registry_root: the registry directory.
+            **kwargs: passed to :class:`Translator` (``backend=``, ``num_beams=``, ...).
+
+        Raises:
+            t2sql.registry.RegistryError: nothing matches ``ref``.
+        """
         from t2sql.registry import Registry
 
         return cls(Registry(registry_root).resolve(ref), **kwargs)
 
-    @torch.inference_mode()
-    def _generate(self, sources: list[str], num_return_sequences: int = 1) -> list[str]:
-        enc = self.tokenizer(sources, return_tensors="pt", padding=True, truncation=True,
-                             max_length=self.max_source_length).to(self.device)
-        out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, num_beams=max(self.num_beams,
-                                  num_return_sequences), num_return_sequences=num_return_sequences,
-                                  do_sample=False, use_cache=True)
-        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+    @property
+    def info(self) -> dict[str, Any]:
+        """Backend, precision, device, threads and decoding settings, for reports."""
+        return {**self.engine.info, "backend": self.backend, "num_beams": self.num_beams,
+                "batch_size": self.batch_size, "execution_guided": self.execution_guided}
 
-    def translate(self, pairs: Sequence[tuple[str, str]], num_candidates: int = 1) -> list[str] | list[list[str]]:
-        """SQL for each (question, context) pair, in input order.
+    def size_bytes(self) -> int:
+        """Bytes of the weights as this backend serves them (files, or the quantized state in memory)."""
+        return self.engine.size_bytes()
 
-        With ``num_candidates`` > 1, a list of that many beam candidates per pair, best first.
+    # -- token level --------------------------------------------------------------------------
+    def encode(self, sources: Sequence[str]) -> list[list[int]]:
+        """Token ids of each model input, truncated to ``max_source_length``."""
+        return self.tokenizer(list(sources), truncation=True, max_length=self.max_source_length)["input_ids"]
+
+    def _pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = r
+            mask[i, :len(r)] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def generate_ids(self, sources: Sequence[str], num_return_sequences: int = 1,
+                     num_beams: int | None = None) -> list[list[list[int]]]:
+        """Generated token ids for each source, in input order, up to and including end-of-sequence.
+
+        Sources are sorted by token length and generated ``batch_size`` at a time.
+
+        Returns:
+            For each source, ``num_return_sequences`` id lists, best first.
         """
-        sources = [build_source(q, c) for q, c in pairs]
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-        results: list = [None] * len(sources)
+        beams = max(num_beams or self.num_beams, num_return_sequences)
+        settings = GenerationSettings(num_beams=beams, num_return_sequences=num_return_sequences,
+                                      max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
+        encoded = self.encode(sources)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[list[list[int]]] = [[] for _ in encoded]
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            texts = self._generate([sources[i] for i in idx], num_candidates)
+            ids, mask = self._pad([encoded[i] for i in idx])
+            out = [self._trim(row) for row in self.engine.generate(ids, mask, settings).tolist()]
             for j, i in enumerate(idx):
-                if num_candidates == 1:
-                    results[i] = postprocess(texts[j])
-                else:
-                    results[i] = [postprocess(t) for t in texts[j * num_candidates:(j + 1) * num_candidates]]
+                results[i] = out[j * num_return_sequences:(j + 1) * num_return_sequences]
         return results
 
-    def translate_one(self, question: str, context: str) -> tuple[str, float]:
+    def _trim(self, ids: list[int]) -> list[int]:
+        """Drop the padding after the end-of-sequence token (batches pad to their longest output)."""
+        eos = self.tokenizer.eos_token_id
+        return ids[:ids.index(eos) + 1] if eos in ids else ids
+
+    # -- SQL level ----------------------------------------------------------------------------
+    def _decode(self, ids: list[int], question: str = "", context: str = "") -> str:
+        return postprocess(self.tokenizer.decode(ids, skip_special_tokens=True), question, context, self.prompt)
+
+    def translate(self, pairs: Sequence[Pair], num_candidates: int = 1,
+                  db_paths: Sequence[str | None] | None = None) -> list[str] | list[list[str]]:
+        """SQL for each (question, context) pair, in input order.
+
+        Args:
+            pairs: ``(question, context)`` or ``(question, context, db_path)`` tuples.
+            num_candidates: with more than 1, a list of that many beam candidates per pair, best
+                first (with execution-guided decoding, the picked one first).
+            db_paths: the SQLite file of each pair (execution-guided decoding only; overrides a
+                path in the tuple).
+
+        Returns:
+            One SQL string per pair, or one list of candidates per pair.
+
+        Raises:
+            ValueError: ``db_paths`` has a different length than ``pairs``.
+        """
+        if db_paths is not None and len(db_paths) != len(pairs):
+            raise ValueError(f"db_paths has {len(db_paths)} entries for {len(pairs)} pairs")
+        sources = [build_source(p[0], p[1], self.prompt) for p in pairs]
+        if not self.execution_guided:
+            beams = max(self.num_beams, num_candidates)
+            ids = self.generate_ids(sources, num_candidates, beams)
+            texts = [[self._decode(c, p[0], p[1]) for c in cands] for p, cands in zip(pairs, ids)]
+            return [t[0] for t in texts] if num_candidates == 1 else texts
+        return self._translate_guided(pairs, sources, num_candidates, db_paths)
+
+    def _translate_guided(self, pairs: Sequence[Pair], sources: list[str], num_candidates: int,
+                          db_paths: Sequence[str | None] | None) -> list[str] | list[list[str]]:
+        from t2sql.inference.execution_guided import ExecutionChecker, GuidedStats, pick_runnable
+
+        beams = max(self.num_beams if self.num_beams > 1 else GUIDED_DEFAULT_BEAMS, num_candidates)
+        ids = self.generate_ids(sources, beams, beams)
+        checker, stats = ExecutionChecker(self.guided_timeout_s), GuidedStats()
+        results: list = []
+        try:
+            for k, (pair, cands) in enumerate(zip(pairs, ids)):
+                question, context = pair[0], pair[1]
+                db_path = db_paths[k] if db_paths is not None else (pair[2] if len(pair) > 2 else None)
+                if db_path is None and self.db_resolver is not None:
+                    db_path = self.db_resolver(question, context)
+                texts = [self._decode(c, question, context) for c in cands]
+                best = pick_runnable(texts, db_path, context, checker, stats)
+                ordered = [texts[best]] + texts[:best] + texts[best + 1:]
+                results.append(ordered[0] if num_candidates == 1 else ordered[:num_candidates])
+        finally:
+            checker.close()
+        self.last_guided_stats = stats.as_dict()
+        for key, value in self.last_guided_stats.items():
+            self.guided_totals[key] = self.guided_totals.get(key, 0) + value
+        return results
+
+    def translate_one(self, question: str, context: str, db_path: str | None = None) -> tuple[str, float]:
         """(SQL, latency in milliseconds) for one question."""
         t0 = time.perf_counter()
-        sql = self.translate([(question, context)])[0]
+        sql = self.translate([(question, context, db_path)])[0]
         return sql, (time.perf_counter() - t0) * 1000.0
