@@ -361,7 +361,8 @@ def _type_word(declared: str) -> str:
 def placeholder_tokens(max_tables: int = MAX_TABLES, max_columns: int = MAX_COLUMNS) -> list[str]:
     """The placeholder and mark strings (each with its leading space) a tokenizer should keep whole."""
     return ([f" t{i}" for i in range(1, max_tables + 1)] + [f" c{i}" for i in range(1, max_columns + 1)]
-            + [f" {m}" for m in (MARK_EXACT, MARK_PARTIAL, MARK_VALUE)])
+            + [f" {m}" for m in (MARK_EXACT, MARK_PARTIAL, MARK_VALUE)]
+            + [f" w{i}" for i in range(1, MAX_WORDS + 1)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,12 +421,13 @@ def join_condition(lay: Layout, left: list[str], right: str) -> tuple[str, str] 
     return None
 
 
-def to_placeholder_sql(sql: str, lay: Layout, infer_joins: bool = True) -> str:
+def to_placeholder_sql(sql: str, lay: Layout, infer_joins: bool = True, question: str | None = None) -> str:
     """Rewrite a gold query with the placeholders of ``lay``.
 
     Tables become ``t<k>`` without aliases, columns ``c<k>`` without qualifiers; a SELECT that reads
     one table twice keeps aliases, renamed ``T1``, ``T2``, ... With ``infer_joins``, an ``ON``
-    condition is dropped when :func:`join_condition` gives it back.
+    condition is dropped when :func:`join_condition` gives it back. With ``question``, values that
+    are runs of its words become word pointers (:func:`point_values`).
 
     Raises:
         TargetError: the query does not parse, or names a table or column the schema lacks.
@@ -524,7 +526,112 @@ def to_placeholder_sql(sql: str, lay: Layout, infer_joins: bool = True) -> str:
         t.set("db", None)
         t.set("alias", exp.TableAlias(this=exp.to_identifier(alias)) if alias else None)
     text = tree.sql(dialect="sqlite")
-    return space_sql(re.sub(r" ON TRUE\b", "", text))
+    text = re.sub(r" ON TRUE\b", "", text)
+    if question is not None:
+        text = point_values(text, question)
+    return space_sql(text)
+
+
+_QWORD = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+|\d+|[^\w\s]|_")
+MAX_WORDS = 100
+_POINTER = re.compile(r"^(%?)\s*w(\d+)(?:\s+w(\d+))?\s*(%?)$")
+_CODE_POINTER = re.compile(r"(?<![\w.])w(\d+)\b")
+_CODE_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+
+
+def question_word_spans(question: str) -> list[tuple[int, int]]:
+    """Character spans of the question's words: numbers (``4.911``, ``1,000``), letter runs and single
+    punctuation marks, at most :data:`MAX_WORDS`."""
+    return [m.span() for m in _QWORD.finditer(question)][:MAX_WORDS]
+
+
+def mark_question(question: str) -> str:
+    """The question with a pointer before every word: ``w1 How w2 many w3 heads ...``."""
+    spans = question_word_spans(question)
+    return " ".join(f"w{i} {question[a:b]}" for i, (a, b) in enumerate(spans, start=1))
+
+
+def _span_of(value: str, question: str, spans: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """(first, last) word numbers whose text from the first's start to the last's end is ``value``."""
+    if not value:
+        return None
+    starts = {a: i for i, (a, _) in enumerate(spans, start=1)}
+    ends = {b: i for i, (_, b) in enumerate(spans, start=1)}
+    pos = question.find(value)
+    while pos >= 0:
+        end = pos + len(value)
+        if pos in starts and end in ends and ends[end] >= starts[pos]:
+            return starts[pos], ends[end]
+        pos = question.find(value, pos + 1)
+    return None
+
+
+def point_values(sql: str, question: str) -> str:
+    """Replace values that are runs of question words by word pointers.
+
+    ``name = 'Butler CC (KS)'`` -> ``name = 'w9 w13'`` (first and last word), ``'%Swift%'`` ->
+    ``'% w4 %'``, a number that is a question word ``> 56`` -> ``> w7``. Other values stay as written.
+    """
+    spans = question_word_spans(question)
+    out = []
+    for code, literal in _split_literals(sql):
+
+        def number(m: re.Match[str]) -> str:
+            got = _span_of(m.group(0), question, spans)
+            return f"w{got[0]}" if got and got[0] == got[1] else m.group(0)
+
+        out.append(_CODE_NUMBER.sub(number, code))
+        if literal:
+            inner = literal[1:-1].replace("''", "'")
+            core = inner.strip("%")
+            pre, post = inner[: len(inner) - len(inner.lstrip("%"))], inner[len(inner.rstrip("%")):]
+            got = _span_of(core, question, spans)
+            if got is None or not core:
+                out.append(literal)
+            else:
+                words = f"w{got[0]}" if got[0] == got[1] else f"w{got[0]} w{got[1]}"
+                out.append("'" + f"{pre} {words} {post}".strip() + "'")
+    return "".join(out)
+
+
+def resolve_pointers(sql: str, question: str) -> str:
+    """Undo :func:`point_values`: word pointers become the question text they span.
+
+    Pointers past the last word are left as written (the query then fails to run).
+    """
+    spans = question_word_spans(question)
+
+    def text(i: int, j: int | None) -> str | None:
+        j = i if j is None else j
+        if not (1 <= i <= len(spans) and 1 <= j <= len(spans)) or j < i:
+            return None
+        return question[spans[i - 1][0]:spans[j - 1][1]]
+
+    out = []
+    for code, literal in _split_literals(sql):
+        def number(m: re.Match[str]) -> str:
+            got = text(int(m.group(1)), None)
+            return got if got is not None else m.group(0)
+
+        out.append(_CODE_POINTER.sub(number, code))
+        if literal:
+            m = _POINTER.match(literal[1:-1])
+            got = text(int(m.group(2)), int(m.group(3)) if m.group(3) else None) if m else None
+            out.append(literal if got is None else "'" + m.group(1) + got.replace("'", "''") + m.group(4) + "'")
+    return "".join(out)
+
+
+_OPENERS = re.compile(r"([\"'(\[“‘])(?=\w)")
+
+
+def space_openers(text: str) -> str:
+    """A space after opening quotes and brackets glued to a word: ``"Replaced by`` -> ``" Replaced by``.
+
+    Applied to the question and to the values of the target alike, so a value's first word is the
+    same token in both (byte-level tokenizers treat ``Replaced`` after a quote and `` Replaced``
+    after a space as different tokens); :func:`snap_value` undoes it.
+    """
+    return _OPENERS.sub(r"\1 ", text)
 
 
 def space_sql(text: str) -> str:
@@ -537,7 +644,7 @@ def space_sql(text: str) -> str:
         code = re.sub(r"(?<=[^\s])(?=\b[tc]\d+\b)", " ", code)
         out.append(code)
         if literal:
-            inner = literal[1:-1]
+            inner = space_openers(literal[1:-1].replace("''", "'")).replace("'", "''")
             out.append(f"' {inner} '" if inner else "''")
     return "".join(out)
 
@@ -591,7 +698,7 @@ def _add_join_conditions(text: str, lay: Layout) -> str:
 
 
 def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = True,
-                snap_values: bool = True) -> str:
+                snap_values: bool = True, value_pointers: bool = False) -> str:
     """Map generated placeholder SQL back to the real names of ``lay`` (see the module docstring).
 
     Unknown placeholders (``c99`` in a schema of 20 columns) are left as they are, so the query
@@ -608,6 +715,8 @@ def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = 
                 inner = inner[:-1]
             pieces.append(f"'{inner}'")
     text = "".join(pieces)
+    if value_pointers:
+        text = resolve_pointers(text, question)
     if infer_joins:
         text = _add_join_conditions(text, lay)
     used_tables = {m.group(3) for m in _PLACEHOLDER.finditer(_code_only(text)) if m.group(2) == "t"}
@@ -652,6 +761,7 @@ def _question_spans(question: str, max_words: int = 10) -> list[str]:
             spans.add(raw)
             spans.add(raw.strip(".,;:!?\"'()"))
             spans.add(raw.rstrip(".,;:!?\"'"))
+            spans.add(raw.rstrip(".,;:!?"))
     for m in re.finditer(r"[\"“']([^\"”']+)[\"”']", question):
         spans.add(m.group(1))
     return [s for s in spans if s]
@@ -661,23 +771,34 @@ def snap_value(value: str, question: str, samples: Iterable[str] = ()) -> str:
     """The sample value or question span ``value`` most likely copies, or ``value`` itself.
 
     A sample value equal to ``value`` ignoring case wins (its spelling is the stored one); a value
-    found in the question, in any case, is kept as the model wrote it; otherwise the most similar
-    question span or sample value is used when its similarity is at least 0.85. ``%`` wildcards at
-    either end are kept.
+    found in the question, in any case, is kept as the model wrote it; then a question span equal
+    to it ignoring case and spaces; otherwise the most similar question span or sample value when
+    its similarity is at least 0.85. ``%`` wildcards at either end are kept.
     """
-    core = value.strip("%")
-    if not core.strip():
+    if not value.strip():
         return value
-    pre, post = value[: len(value) - len(value.lstrip("%"))], value[len(value.rstrip("%")):]
-    low = core.lower()
     texts = [_literal_text(s) for s in samples]
-    for cand in texts:
-        if cand.lower() == low:
-            return pre + cand + post
-    if low in question.lower():
-        return value
+    spans: list[str] | None = None
+    for core in dict.fromkeys((value, value.strip("%"))):
+        if not core.strip():
+            continue
+        pre, post = value[: value.find(core)], value[value.find(core) + len(core):]
+        low = core.lower()
+        for cand in texts:
+            if cand.lower() == low:
+                return pre + cand + post
+        if low in question.lower():
+            return value
+        spans = spans if spans is not None else _question_spans(question)
+        squeezed = re.sub(r"\s+", "", low)
+        for cand in texts + spans:
+            if re.sub(r"\s+", "", cand.lower()) == squeezed:
+                return pre + cand + post
+    core = value.strip("%")
+    pre, post = value[: value.find(core)], value[value.find(core) + len(core):]
+    low = core.lower()
     best, best_ratio = None, 0.0
-    for cand in texts + _question_spans(question):
+    for cand in texts + (spans or []):
         if abs(len(cand) - len(core)) > max(2, len(core) // 4):
             continue
         r = difflib.SequenceMatcher(None, low, cand.lower()).ratio()

@@ -57,6 +57,10 @@ class PromptOptions(BaseModel):
     snap_values: bool = Field(
         default=False, description="Snap string values in the output onto question spans or sample values.")
     lowercase_question: bool = Field(default=False, description="Lower-case the question in the model input.")
+    value_pointers: bool = Field(
+        default=False,
+        description="Number the question's words (w1 How w2 many ...); the target writes a value that is a run "
+        "of them as its first and last word numbers, postprocess puts the words back. Needs placeholders.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "PromptOptions":
@@ -64,6 +68,8 @@ class PromptOptions(BaseModel):
             raise ValueError("placeholders needs schema_format: compact")
         if self.infer_joins and not self.placeholders:
             raise ValueError("infer_joins needs placeholders: true")
+        if self.value_pointers and not self.placeholders:
+            raise ValueError("value_pointers needs placeholders: true")
         return self
 
     def extra_tokens(self) -> list[str]:
@@ -99,6 +105,14 @@ def build_source(question: str, context: str, opts: PromptOptions | None = None)
     if opts is None or opts.schema_format == "sql":
         return f"question: {question} schema: {context}"
     shown_q = question.lower() if opts.lowercase_question else question
+    if opts.value_pointers:
+        from t2sql.linking import mark_question
+
+        shown_q = mark_question(shown_q)
+    elif opts.placeholders:
+        from t2sql.linking import space_openers
+
+        shown_q = space_openers(shown_q)
     lay = _layout(question, context, opts)
     if not lay.text:
         return f"question: {shown_q} schema: {context}"
@@ -122,7 +136,8 @@ def build_target(answer: str, question: str, context: str, opts: PromptOptions |
     if not lay.text:
         return answer
     try:
-        return to_placeholder_sql(answer, lay, infer_joins=opts.infer_joins)
+        return to_placeholder_sql(answer, lay, infer_joins=opts.infer_joins,
+                                  question=question if opts.value_pointers else None)
     except TargetError as exc:
         log.debug("target kept as written (%s): %s", exc, answer)
         return answer
@@ -146,7 +161,8 @@ def postprocess(text: str, question: str = "", context: str = "", opts: PromptOp
 
             lay = _layout(question, context, opts)
             if lay.text:
-                return restore_sql(text, lay, question, infer_joins=opts.infer_joins, snap_values=opts.snap_values)
+                return restore_sql(text, lay, question, infer_joins=opts.infer_joins, snap_values=opts.snap_values,
+                                   value_pointers=opts.value_pointers)
         if opts.snap_values:
             from t2sql.linking import snap_literals
 

@@ -1,0 +1,169 @@
+"""Prompt formats: the plain default, the placeholder format, and mapping generated SQL back."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from t2sql.data.sources import load_spider, load_wikisql
+from t2sql.evaluation.execution import execute
+from t2sql.evaluation.fuzz import fuzz_verdict
+from t2sql.evaluation.results import order_matters, results_match
+from t2sql.linking import layout, parse_context, placeholder_tokens, snap_value
+from t2sql.prompt import (PromptOptions, build_source, build_target, load_prompt_options, postprocess,
+                          save_prompt_options)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "spider_sample"
+
+LINKED = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, shuffle_tables=True,
+                       infer_joins=True, snap_values=True)
+CTX = ("CREATE TABLE singer (singer_id NUMBER PRIMARY KEY, name TEXT, country TEXT /* 'France', 'USA' */, age NUMBER); "
+       "CREATE TABLE concert (concert_id NUMBER PRIMARY KEY, singer_id NUMBER, year TEXT, "
+       "FOREIGN KEY (singer_id) REFERENCES singer(singer_id))")
+Q = "What are the names of singers from France who had a concert in 2014?"
+
+
+def test_default_options_keep_the_plain_format():
+    assert build_source(" How  many?", "CREATE TABLE t (a TEXT)") == "question: How many? schema: CREATE TABLE t (a TEXT)"
+    assert build_target("SELECT  a FROM t ;", "q", "c") == "SELECT a FROM t ;"
+    assert postprocess(" SELECT a  FROM t; ") == "SELECT a FROM t"
+    assert PromptOptions().extra_tokens() == []
+
+
+def test_options_are_validated_and_saved_with_the_model(tmp_path):
+    with pytest.raises(ValidationError, match="placeholders needs schema_format"):
+        PromptOptions(placeholders=True)
+    with pytest.raises(ValidationError, match="infer_joins needs placeholders"):
+        PromptOptions(schema_format="compact", infer_joins=True)
+    save_prompt_options(LINKED, tmp_path)
+    assert load_prompt_options(tmp_path) == LINKED
+    assert load_prompt_options(tmp_path / "missing") == PromptOptions()
+
+
+def test_context_parsing_reads_types_samples_and_foreign_keys():
+    schema = parse_context(CTX)
+    assert [t.name for t in schema.tables] == ["singer", "concert"]
+    country = schema.tables[0].columns[2]
+    assert (country.name, country.type, country.samples) == ("country", "TEXT", ["'France'", "'USA'"])
+    assert schema.foreign_keys == [(("concert", "singer_id"), ("singer", "singer_id"))]
+    quoted = parse_context('CREATE TABLE "my table" ("first name" VARCHAR, [b] INT REFERENCES other(id))')
+    assert [c.name for c in quoted.tables[0].columns] == ["first name", "b"]
+    assert quoted.foreign_keys == [(("my table", "b"), ("other", "id"))]
+
+
+def test_compact_source_numbers_names_and_marks_links():
+    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True)
+    src = build_source(Q, CTX, opts)
+    assert src == ("question: What are the names of singers from France who had a concert in 2014? | "
+                   "t1 singer [E] : c1 singer id number [P] , c2 name text , c3 country text [V] ( 'France' ) , "
+                   "c4 age number | t2 concert [E] : c5 concert id number [P] , c6 singer id number [P] , "
+                   "c7 year text")
+
+
+def test_target_points_at_columns_and_drops_inferable_join_conditions():
+    gold = ("SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.singer_id "
+            "WHERE T1.country = 'France' AND T2.year = '2014'")
+    opts = LINKED.model_copy(update={"shuffle_tables": False})
+    target = build_target(gold, Q, CTX, opts)
+    assert target == "SELECT c2 FROM t1 JOIN t2 WHERE c3 = ' France ' AND c7 = ' 2014 '"
+    assert postprocess(target, Q, CTX, opts) == (
+        "SELECT singer.name FROM singer JOIN concert ON singer.singer_id = concert.singer_id "
+        "WHERE singer.country = 'France' AND concert.year = '2014'")
+
+
+def test_self_join_keeps_aliases():
+    gold = "SELECT T1.name FROM singer AS T1 JOIN singer AS T2 ON T1.age = T2.age WHERE T1.singer_id <> T2.singer_id"
+    opts = LINKED.model_copy(update={"shuffle_tables": False})
+    target = build_target(gold, Q, CTX, opts)
+    assert target == "SELECT T1. c2 FROM t1 AS T1 JOIN t1 AS T2 ON T1. c4 = T2. c4 WHERE T1. c1 <> T2. c1"
+    assert postprocess(target, Q, CTX, opts) == (
+        "SELECT T1.name FROM singer AS T1 JOIN singer AS T2 ON T1.age = T2.age WHERE T1.singer_id <> T2.singer_id")
+
+
+def test_unknown_placeholders_and_unparseable_output_never_raise():
+    opts = LINKED.model_copy(update={"shuffle_tables": False})
+    assert postprocess("SELECT c99 FROM t1", Q, CTX, opts) == "SELECT c99 FROM singer"
+    assert postprocess("SELECT ( ( JOIN", Q, CTX, opts) == "SELECT ( ( JOIN"
+    assert postprocess("SELECT c1 FROM t1", Q, "not a schema", opts) == "SELECT c1 FROM t1"
+
+
+def test_shuffled_numbering_is_fixed_by_the_question():
+    one = layout("how many singers?", CTX, shuffle_tables=True)
+    assert one.text == layout("how many singers?", CTX, shuffle_tables=True).text
+    orders = {tuple(layout(f"question {i}", CTX, shuffle_tables=True, link_marks=False).tables.values())
+              for i in range(20)}
+    assert orders == {("singer", "concert"), ("concert", "singer")}
+
+
+def test_value_snapping():
+    q = 'Which routes have "Replaced by US 81" listed for Butler CC (KS)?'
+    assert snap_value("Replaced by US 81", q) == "Replaced by US 81"
+    assert snap_value("Butler CC ( KS)", q) == "Butler CC (KS)"  # spacing undone from the question
+    assert snap_value("Replaced by US 8l", q) == "Replaced by US 81"  # near miss snapped
+    assert snap_value("%replaced%", q) == "%replaced%"  # found in the question in another case: kept
+    assert snap_value("usa", "singers from the usa", ["'USA'"]) == "USA"  # stored spelling wins
+    assert snap_value("Germany", q) == "Germany"  # nothing close: left alone
+
+
+def test_placeholder_tokens_stay_whole_in_a_trained_tokenizer():
+    from t2sql.modeling import train_tokenizer
+
+    texts = [build_source(Q, CTX, LINKED), "SELECT COUNT(*) FROM t1 WHERE c3 = ' France '"] * 20
+    tok = train_tokenizer(texts, 300, extra_tokens=LINKED.extra_tokens())
+    sql = "SELECT COUNT( c12) FROM t1 JOIN t2 WHERE c3 = ' France '"
+    tokens = tok.convert_ids_to_tokens(tok(sql)["input_ids"])
+    assert {" c12", " t1", " t2", " c3"} <= set(tokens)
+    # Text after a kept token is pre-tokenized on its own, with a prefix space: ``c12)`` reads back ``c12 )``.
+    assert tok.decode(tok(sql)["input_ids"], skip_special_tokens=True).split() == sql.replace(")", " )").split()
+    assert len(placeholder_tokens()) == len(set(placeholder_tokens()))
+
+
+def _spider_roundtrip_share(records):
+    ok = n = 0
+    for rec in records:
+        gold = execute(rec["db_path"], rec["answer"], timeout_s=5)
+        if not gold.ok:
+            continue
+        target = build_target(rec["answer"], rec["question"], rec["context"], LINKED)
+        pred = execute(rec["db_path"], postprocess(target, rec["question"], rec["context"], LINKED), timeout_s=5)
+        n += 1
+        ok += pred.ok and results_match(gold.rows, pred.rows, order_matters=order_matters(rec["answer"]))
+    return ok / n, n
+
+
+def test_placeholder_targets_map_back_to_the_gold_results_on_spider():
+    records, _ = load_spider(str(SAMPLE))
+    records = [r for r in random.Random(0).sample(records, 250) if r["db_path"]]
+    share, n = _spider_roundtrip_share(records)
+    assert n >= 240
+    assert share >= 0.98  # the rest: values the question spells differently from the database
+
+
+def test_placeholder_targets_map_back_on_wikisql_shaped_records():
+    records, _ = load_wikisql(str(ROOT / "tests" / "fixtures" / "data" / "wikisql"))
+    assert records
+    for rec in records:
+        target = build_target(rec["answer"], rec["question"], rec["context"], LINKED)
+        assert " c1" in target and " t1" in target
+        back = postprocess(target, rec["question"], rec["context"], LINKED)
+        verdict = fuzz_verdict(rec["context"], rec["answer"], back)
+        assert verdict.match is not False, (rec["answer"], target, back)
+
+
+def test_prompt_section_of_the_shipped_recipes_loads():
+    from t2sql.config import load_config
+
+    os.environ.setdefault("T2SQL_DATA_DIR", str(ROOT / "data"))
+    for name in ("create_context_cpu", "spider_cpu"):
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert cfg.prompt.placeholders and cfg.prompt.schema_format == "compact"
+        assert cfg.data.split_by == "database"
+        assert cfg.train.max_minutes == 25
+        assert json.loads(cfg.prompt.model_dump_json()) == json.loads(PromptOptions.model_validate(
+            cfg.prompt.model_dump()).model_dump_json())
