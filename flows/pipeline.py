@@ -100,8 +100,9 @@ def t2sql_pipeline(config_path: str | None = None, overrides: list[str] | None =
     if cfg.compression.enabled:
         from flows.compress import compress_model
 
-        variants = compress_model(winner["model_dir"], raw, data["test"], str(steps.work_dir(cfg) / "compress" /
-                                                                            winner["key"]))
+        variants = compress_model(winner["model_dir"], raw, data["test"],
+                                  str(steps.work_dir(cfg) / "compress" / winner["key"]),
+                                  train_path=data["train"], val_path=data["validation"])
 
     champion = evaluate_champion(raw, data)
     summary = {

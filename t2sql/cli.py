@@ -6,7 +6,7 @@
     t2sql score --predictions pred.sql --spider DIR --split dev --out results.json
     t2sql predict --model champion --spider DIR --split dev --out pred.sql
     t2sql predict --model champion --data questions.jsonl --out pred.sql
-    t2sql runs | t2sql promote RUN_ID --reason "..." | t2sql serve
+    t2sql runs | t2sql promote RUN_ID --reason "..." | t2sql serve | t2sql up
 """
 
 from __future__ import annotations
@@ -206,10 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, default=8)
     sp.add_argument("--registry", default=default_registry)
     sp.set_defaults(func=cmd_serve)
+
+    sub.add_parser("up", help="start a local Prefect server, the deployments and a worker; prints the UI address "
+                              "(t2sql up --help)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["up"]:  # every option belongs to deployments.up
+        from deployments.up import main as up
+
+        return up(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
