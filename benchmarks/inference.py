@@ -137,29 +137,54 @@ def percentile(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def measure(tr: Translator, questions: list[dict], b1_count: int, b16_reps: int) -> dict:
-    """Batch-1 latency over ``b1_count`` questions and batch-16 throughput over ``b16_reps`` batches."""
-    pairs = [(q["question"], q["context"]) for q in questions]
-    sources = [build_source(*p) for p in pairs]
-    tr.generate_ids(sources[:1])  # warm-up: allocations, kernel selection
-    lat, ids_b1 = [], []
+def measure(translators: dict[str, Translator], questions: list[dict], b1_count: int, b16_reps: int) -> dict:
+    """Batch-1 latency over ``b1_count`` questions and batch-16 time over ``b16_reps`` batches, per backend.
+
+    Backends take turns question by question (and batch by batch), so a change in the machine's load
+    during the run falls on all of them alike instead of on whichever ran at that moment.
+    """
+    sources = [build_source(q["question"], q["context"]) for q in questions]
+    lat: dict[str, list[float]] = {b: [] for b in translators}
+    ids_b1: dict[str, list[list[int]]] = {b: [] for b in translators}
+    b16: dict[str, list[float]] = {b: [] for b in translators}
+    for tr in translators.values():
+        tr.batch_size = 16
+        tr.generate_ids(sources[:2])  # warm-up: allocations, kernel selection, a batched call
     for s in sources[:b1_count]:
-        t0 = time.perf_counter()
-        ids_b1.append(tr.generate_ids([s])[0][0])
-        lat.append((time.perf_counter() - t0) * 1000.0)
-    tr.batch_size = 16
-    times = []
+        for b, tr in translators.items():
+            t0 = time.perf_counter()
+            ids_b1[b].append(tr.generate_ids([s])[0][0])
+            lat[b].append((time.perf_counter() - t0) * 1000.0)
     for _ in range(b16_reps):
-        t0 = time.perf_counter()
-        ids_b16 = tr.generate_ids(sources[:16])
-        times.append(time.perf_counter() - t0)
-    tr.batch_size = 1
-    decode = tr.tokenizer.decode
-    return {
-        "b1_ms_p50": statistics.median(lat), "b1_ms_p95": percentile(lat, 0.95), "b1_qps": 1000.0 / statistics.mean(lat),
-        "b16_s": min(times), "b16_qps": 16 / min(times), "ids_b1": ids_b1, "ids_b16": [r[0] for r in ids_b16],
-        "sql_b1": [decode(i, skip_special_tokens=True) for i in ids_b1],
-    }
+        for b, tr in translators.items():
+            t0 = time.perf_counter()
+            tr.generate_ids(sources[:16])
+            b16[b].append(time.perf_counter() - t0)
+    out = {}
+    for b, tr in translators.items():
+        decode = tr.tokenizer.decode
+        b16_s = statistics.median(b16[b])
+        out[b] = {"b1_ms_p50": statistics.median(lat[b]), "b1_ms_p95": percentile(lat[b], 0.95),
+                  "b1_qps": 1000.0 / statistics.mean(lat[b]), "b16_s": b16_s, "b16_qps": 16 / b16_s,
+                  "ids_b1": ids_b1[b], "sql_b1": [decode(i, skip_special_tokens=True) for i in ids_b1[b]]}
+    return out
+
+
+def measure_guided(model_dir: Path, backend: str, common: dict, beams: int, questions: list[dict]) -> dict:
+    """Execution-guided decoding against plain beam search: latency p50 and execution accuracy."""
+    kw = {**common, "num_beams": beams, "min_new_tokens": 0}
+    row = {}
+    for name, tr in (("beam", Translator(model_dir, backend, **kw)),
+                     ("guided", Translator(model_dir, backend, execution_guided=True, **kw))):
+        lat, preds = [], []
+        for q in questions:
+            t0 = time.perf_counter()
+            preds.append(tr.translate([(q["question"], q["context"], q["db_path"])])[0])
+            lat.append((time.perf_counter() - t0) * 1000.0)
+        row[name] = {"ms_p50": statistics.median(lat), "execution_accuracy": exact_and_execution(preds, questions)[1]}
+        if name == "guided":
+            row[name]["stats"] = tr.guided_totals
+    return row
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -169,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--backends", default="torch-fp32,torch-bf16,torch-int8,onnx-fp32,onnx-int8,bitnet")
     ap.add_argument("--questions", type=int, default=16, help="inputs (at least 16: one batch of 16)")
     ap.add_argument("--b1", type=int, default=8, help="questions timed one at a time per backend")
-    ap.add_argument("--b16-reps", type=int, default=2)
+    ap.add_argument("--b16-reps", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="default: physical cores")
     ap.add_argument("--guided-beams", type=int, default=4)
@@ -193,49 +218,38 @@ def main(argv: list[str] | None = None) -> dict:
                   batch_size=1, max_source_length=512, onnx_dir=onnx_root, device="cpu")
     print(f"machine: {hardware.describe()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    tok_lens = None
-    results: dict[str, dict] = {}
+    translators: dict[str, Translator] = {}
+    loads: dict[str, float] = {}
     for b in backends:
         t0 = time.perf_counter()
-        tr = Translator(dirs[b], b, **common)
-        load_s = time.perf_counter() - t0
-        if tok_lens is None:
-            lens = [len(x) for x in tr.encode([build_source(q["question"], q["context"]) for q in questions[:16]])]
-            tok_lens = (min(lens), int(statistics.median(lens)), max(lens))
-            print(f"inputs: {len(questions)} questions, source tokens min/median/max {tok_lens}, "
-                  f"{args.new_tokens} new tokens each, threads {tr.threads}")
-        r = measure(tr, questions, args.b1, args.b16_reps)
-        r.update(size_bytes=tr.size_bytes(), load_s=load_s, precision=tr.info.get("precision"),
-                 isa=tr.info.get("isa"))
-        results[b] = r
+        translators[b] = Translator(dirs[b], b, **common)
+        loads[b] = time.perf_counter() - t0
+        print(f"  loaded {b:<11} in {loads[b]:5.1f} s  {translators[b].info}", flush=True)
+    first = next(iter(translators.values()))
+    lens = [len(x) for x in first.encode([build_source(q["question"], q["context"]) for q in questions[:16]])]
+    tok_lens = (min(lens), int(statistics.median(lens)), max(lens))
+    print(f"inputs: {len(questions)} questions, source tokens min/median/max {tok_lens}, {args.new_tokens} new tokens "
+          f"each, threads {first.threads}; {args.b1} questions one at a time, {args.b16_reps} batches of 16, "
+          f"backends taking turns", flush=True)
+    results = measure(translators, questions, args.b1, args.b16_reps)
+    for b, r in results.items():
+        r.update(size_bytes=translators[b].size_bytes(), load_s=loads[b])
         print(f"  {b:<11} b1 p50 {r['b1_ms_p50']:8.1f} ms  p95 {r['b1_ms_p95']:8.1f} ms  b16 {r['b16_s']:6.2f} s "
-              f"({r['b16_qps']:5.1f} q/s)  size {r['size_bytes'] / 1e6:7.1f} MB  (load {load_s:.1f} s)", flush=True)
-        if b == "onnx-int8" and args.guided_beams > 1:
-            guided = Translator(dirs[b], b, **{**common, "num_beams": args.guided_beams, "min_new_tokens": 0,
-                                               "max_new_tokens": min(args.new_tokens, 64)}, execution_guided=True)
-            plain = Translator(dirs[b], b, **{**common, "num_beams": args.guided_beams, "min_new_tokens": 0,
-                                              "max_new_tokens": min(args.new_tokens, 64)})
-            sub = questions[:4]
-            row = {}
-            for name, t in (("beam", plain), ("guided", guided)):
-                lat, preds = [], []
-                for q in sub:
-                    t0 = time.perf_counter()
-                    preds.append(t.translate([(q["question"], q["context"], q["db_path"])])[0])
-                    lat.append((time.perf_counter() - t0) * 1000.0)
-                row[name] = {"ms_p50": statistics.median(lat), "ex": exact_and_execution(preds, sub)[1]}
-            row["guided"]["stats"] = guided.guided_totals
-            results["guided"] = row
-            print(f"  execution-guided ({args.guided_beams} beams, onnx-int8, {len(sub)} questions): p50 "
-                  f"{row['guided']['ms_p50']:.0f} ms vs {row['beam']['ms_p50']:.0f} ms plain beams; EX "
-                  f"{row['guided']['ex']:.2f} vs {row['beam']['ex']:.2f}; {guided.guided_totals}", flush=True)
+              f"({r['b16_qps']:5.1f} q/s)  size {r['size_bytes'] / 1e6:7.1f} MB", flush=True)
+    translators.clear()
+    guided = None
+    if args.guided_beams > 1 and "onnx-int8" in backends:
+        sub = questions[:4]
+        guided = measure_guided(dirs["onnx-int8"], "onnx-int8", common, args.guided_beams, sub)
+        print(f"  execution-guided ({args.guided_beams} beams, onnx-int8, {len(sub)} questions): p50 "
+              f"{guided['guided']['ms_p50']:.0f} ms vs {guided['beam']['ms_p50']:.0f} ms plain beams; EX "
+              f"{guided['guided']['execution_accuracy']:.2f} vs {guided['beam']['execution_accuracy']:.2f}; "
+              f"{guided['guided']['stats']}", flush=True)
 
     base = results["torch-fp32"]
     print("\nratios to torch-fp32 (batch 1 latency p50, batch-16 throughput vs fp32 one at a time, agreement, size):")
     summary: dict[str, object] = {}
     for b, r in results.items():
-        if b == "guided":
-            continue
         agree = token_agreement(base["ids_b1"], r["ids_b1"])
         seq_agree = sum(x == y for x, y in zip(base["ids_b1"], r["ids_b1"])) / len(r["ids_b1"])
         line = {"b1_speedup": base["b1_ms_p50"] / r["b1_ms_p50"], "b16_vs_fp32_b1_throughput": r["b16_qps"] / base["b1_qps"],
@@ -264,8 +278,8 @@ def main(argv: list[str] | None = None) -> dict:
         out["int8_size_ratio"] = round(results["onnx-int8"]["size_bytes"] / results["onnx-fp32"]["size_bytes"], 4)
     if "torch-int8" in results:
         out["torch_int8_size_ratio"] = round(results["torch-int8"]["size_bytes"] / base["size_bytes"], 4)
-    if "guided" in results:
-        out["guided"] = results["guided"]
+    if guided is not None:
+        out["guided"] = guided
     out["backends"] = summary
     print(json.dumps(out))
     return out

@@ -49,7 +49,7 @@ def compress_model(model_dir: str, config_dict: dict[str, Any], test_path: str, 
     eval_dict, train_dict = eval_cfg.model_dump(mode="json"), train_cfg.model_dump(mode="json")
     out = Path(out_dir)
     common = {"num_threads": cfg.num_threads, "int8_isa": cfg.int8_isa, "per_channel": cfg.per_channel,
-              "max_examples": cfg.max_examples}
+              "max_examples": cfg.max_examples, "max_source_length": train_cfg.max_source_length}
     rows: list[dict[str, Any]] = []
 
     for backend in cfg.backends:

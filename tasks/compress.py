@@ -41,9 +41,9 @@ def quantize_onnx_task(model_dir: str, isa: str = "auto", per_channel: bool = Tr
 def evaluate_variant_task(model_dir: str, backend: str, test_path: str, eval_cfg: dict[str, Any], out_dir: str,
                           variant: str, sparsity: float = 0.0, guided_beams: int = 0, num_threads: int | None = None,
                           int8_isa: str = "auto", per_channel: bool = True, max_examples: int | None = None,
-                          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                          max_source_length: int = 512, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Serve a model with one backend and evaluate it; returns the variant's report row."""
     return variants.evaluate_variant(model_dir, backend, test_path, eval_cfg, out_dir, variant=variant,
                                      sparsity=sparsity, guided_beams=guided_beams, num_threads=num_threads,
                                      int8_isa=int8_isa, per_channel=per_channel, max_examples=max_examples,
-                                     extra=extra)
+                                     max_source_length=max_source_length, extra=extra)

@@ -17,6 +17,7 @@ from t2sql.compression.config import CompressionConfig
 from t2sql.compression.loading import load_servable
 from t2sql.compression.variants import evaluate_variant, prune_model
 from t2sql.modeling import TECHNIQUE_MARKER, count_parameters
+from t2sql.prompt import PROMPT_FILE, PromptOptions, save_prompt_options
 
 TEXTS = [f"question: how many rows in table_{i} where col_{i % 7} = {i} schema: CREATE TABLE table_{i} (col_{i % 7} int)"
          for i in range(200)] + [f"SELECT count(*) FROM table_{i} WHERE col_{i % 7} = {i}" for i in range(200)]
@@ -39,6 +40,7 @@ def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny") / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    save_prompt_options(PromptOptions(), out)
     return out
 
 
@@ -126,6 +128,7 @@ def test_prune_model_step_records_and_reuses(tiny, tmp_path):
     first = prune_model(tiny, "magnitude", 0.4, tmp_path / "m40")
     assert abs(first["sparsity"] - 0.4) <= 0.005 and first["recovery"] is None
     assert json.loads((tmp_path / "m40" / "pruning.json").read_text())["sparsity"] == first["sparsity"]
+    assert (tmp_path / "m40" / PROMPT_FILE).read_text() == (tiny / PROMPT_FILE).read_text()  # same input format
     stamp = (tmp_path / "m40" / "model.safetensors").stat().st_mtime_ns
     assert prune_model(tiny, "magnitude", 0.4, tmp_path / "m40") == first
     assert (tmp_path / "m40" / "model.safetensors").stat().st_mtime_ns == stamp  # not pruned again

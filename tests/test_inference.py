@@ -146,6 +146,22 @@ def test_int8_backends_agree_with_fp32(trained):
     assert onnx_int8.size_bytes() < Translator(model_dir, "onnx-fp32", **kw).size_bytes()
 
 
+def test_int8_graphs_quantize_weights_not_attention(trained):
+    import onnx
+
+    from t2sql.compression.onnx_export import activation_matmuls, ensure_onnx
+
+    model_dir, _ = trained
+    fp32, int8 = ensure_onnx(model_dir, "fp32"), ensure_onnx(model_dir, "int8")
+    name = "decoder_with_past_model.onnx"
+    attention = activation_matmuls(fp32 / name)
+    assert len(attention) == 2 * 2 * 2  # 2 layers x (self, cross) x (scores, values)
+    ops = [n.op_type for n in onnx.load(str(int8 / name)).graph.node]
+    assert ops.count("MatMul") == len(attention)  # attention stays fp32: no re-quantized cache per token
+    # 2 layers x (q, k, v, o, cross q, cross o, wi, wo) + the output head, all int8.
+    assert ops.count("MatMulInteger") == 2 * 8 + 1
+
+
 def test_mixed_precision_backend_generates(trained):
     model_dir, examples = trained
     amp = Translator(model_dir, "torch-amp", num_threads=1, max_new_tokens=40, max_source_length=64)

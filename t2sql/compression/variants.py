@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from t2sql.compression.config import CompressionConfig
+from t2sql.prompt import PROMPT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,9 @@ def prune_model(model_dir: str | os.PathLike[str], method: str, amount: float, o
         "recovery": recovery, "settings": settings,
     }
     save_pruned(model, tokenizer, out, info)
+    prompt_file = Path(model_dir) / PROMPT_FILE  # the input/output format the model was trained with
+    if prompt_file.is_file():
+        shutil.copy2(prompt_file, out / PROMPT_FILE)
     return info
 
 
@@ -194,7 +199,7 @@ def evaluate_variant(model_dir: str | os.PathLike[str], backend: str, test_path:
                      eval_cfg: dict[str, Any], out_dir: str | os.PathLike[str], *, variant: str,
                      sparsity: float = 0.0, guided_beams: int = 0, num_threads: int | None = None,
                      int8_isa: str = "auto", per_channel: bool = True, max_examples: int | None = None,
-                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                     max_source_length: int = 512, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Serve a model with one backend and evaluate it exactly like its source model.
 
     Args:
@@ -209,6 +214,7 @@ def evaluate_variant(model_dir: str | os.PathLike[str], backend: str, test_path:
         num_threads: inference threads.
         int8_isa, per_channel: ONNX INT8 settings.
         max_examples: cap on test examples (overrides the eval section's).
+        max_source_length: input truncation, as when the source model was evaluated (``train.max_source_length``).
         extra: more facts for the row.
 
     Returns:
@@ -224,7 +230,7 @@ def evaluate_variant(model_dir: str | os.PathLike[str], backend: str, test_path:
                             num_beams=guided_beams if guided else cfg.num_beams,
                             max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, execution_guided=guided,
                             guided_timeout_s=cfg.query_timeout_s, db_resolver=_db_resolver(test_path) if guided else None,
-                            int8_isa=int8_isa, per_channel=per_channel)
+                            int8_isa=int8_isa, per_channel=per_channel, max_source_length=max_source_length)
     metrics = evaluate_model(translator, test_path, cfg, out_dir)
     row = {
         "variant": variant, "backend": translator.backend, "model_dir": str(model_dir),

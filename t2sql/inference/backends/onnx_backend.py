@@ -1,8 +1,8 @@
 """ONNX Runtime backends: fp32 and dynamic INT8 graphs exported by optimum.
 
-Greedy decoding runs its own loop over the three graphs: the encoder once (in groups of similar
-input length, see :func:`encoder_chunks`), the first decoder step once (it also returns the
-cross-attention keys/values), then the decoder-with-past per token. The loop uses IO binding: the key/value cache stays in ONNX Runtime's own buffers (``OrtValue``) from
+Greedy decoding runs its own loop over the three graphs: the encoder and the first decoder step
+(which also returns the cross-attention keys/values) once, in groups of similar input length (see
+:func:`encoder_chunks`), then the decoder-with-past per token. The loop uses IO binding: the key/value cache stays in ONNX Runtime's own buffers (``OrtValue``) from
 one step to the next, and the cross-attention cache and encoder mask are bound once per batch
 instead of being converted and passed again at every step. Beam search goes through optimum's
 ``ORTModelForSeq2SeqLM`` on the same sessions, so it follows Hugging Face ``generate`` exactly.
@@ -109,22 +109,62 @@ class OnnxBackend:
             hidden[rows, :width] = part
         return hidden
 
+    def _first_step(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, Any]:
+        """Encoder, then the first decoder step, which also returns the cross-attention keys/values.
+
+        A batch of mixed lengths runs both per group of similar length (the cross-attention
+        projections cost as much per position as an encoder layer); the groups' keys/values are laid
+        into one zero-padded batch, which the encoder attention mask hides.
+
+        Returns:
+            Decoder outputs by name: ``OrtValue`` for one group, arrays for several.
+        """
+        lengths = attention_mask.sum(axis=1).tolist()
+        groups = encoder_chunks(lengths)
+        start = np.full((input_ids.shape[0], 1), self.decoder_start_token_id, dtype=np.int64)
+        if len(groups) == 1:
+            hidden = self._encode(input_ids, attention_mask)
+            io = self.decoder.io_binding()
+            io.bind_cpu_input("input_ids", start)
+            io.bind_cpu_input("encoder_attention_mask", attention_mask)
+            io.bind_ortvalue_input("encoder_hidden_states", hidden)
+            for name in self._dec_outputs:
+                io.bind_output(name, self._ort_device)
+            self.decoder.run_with_iobinding(io)
+            return dict(zip(self._dec_outputs, io.get_outputs()))
+        batch, width = input_ids.shape
+        outputs: dict[str, Any] = {}
+        for rows in groups:
+            w = max(lengths[i] for i in rows)
+            ids = np.ascontiguousarray(input_ids[rows, :w])
+            mask = np.ascontiguousarray(attention_mask[rows, :w])
+            hidden = self.encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0]
+            values = self.decoder.run(self._dec_outputs, {"input_ids": start[rows], "encoder_attention_mask": mask,
+                                                          "encoder_hidden_states": hidden})
+            for name, value in zip(self._dec_outputs, values):
+                cross = ".encoder." in name
+                if name not in outputs:
+                    shape = list(value.shape)
+                    shape[0] = batch
+                    if cross:
+                        shape[2] = width  # (batch, heads, encoder positions, head dim)
+                    outputs[name] = np.zeros(shape, dtype=value.dtype)
+                if cross:
+                    outputs[name][rows, :, :w] = value
+                else:
+                    outputs[name][rows] = value
+        return outputs
+
+    @staticmethod
+    def _bind(io, name: str, value) -> None:
+        if isinstance(value, np.ndarray):
+            io.bind_cpu_input(name, value)
+        else:
+            io.bind_ortvalue_input(name, value)
+
     def _greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_new: int, min_new: int) -> np.ndarray:
         batch = input_ids.shape[0]
-        hidden = self._encode(input_ids, attention_mask)
-
-        start = np.full((batch, 1), self.decoder_start_token_id, dtype=np.int64)
-        dec_io = self.decoder.io_binding()
-        dec_io.bind_cpu_input("input_ids", start)
-        dec_io.bind_cpu_input("encoder_attention_mask", attention_mask)
-        if isinstance(hidden, np.ndarray):
-            dec_io.bind_cpu_input("encoder_hidden_states", hidden)
-        else:
-            dec_io.bind_ortvalue_input("encoder_hidden_states", hidden)
-        for name in self._dec_outputs:
-            dec_io.bind_output(name, self._ort_device)
-        self.decoder.run_with_iobinding(dec_io)
-        outputs = dict(zip(self._dec_outputs, dec_io.get_outputs()))
+        outputs = self._first_step(input_ids, attention_mask)
 
         past_io = self.decoder_with_past.io_binding()
         past_io.bind_cpu_input("encoder_attention_mask", attention_mask)
@@ -132,11 +172,12 @@ class OnnxBackend:
         for name, value in outputs.items():
             past_name = name.replace("present", "past_key_values")
             if ".encoder." in name and past_name in self._past_inputs:
-                past_io.bind_ortvalue_input(past_name, value)
+                self._bind(past_io, past_name, value)
 
         tokens = np.full((batch, max_new), self.pad_token_id, dtype=np.int64)
         done = np.zeros(batch, dtype=bool)
-        logits = outputs["logits"].numpy()[:, -1, :]
+        logits = outputs["logits"]
+        logits = (logits if isinstance(logits, np.ndarray) else logits.numpy())[:, -1, :]
         self_cache = {n: v for n, v in outputs.items() if ".decoder." in n}
         length = 0
         for step in range(max_new):
@@ -152,7 +193,7 @@ class OnnxBackend:
             step_ids = nxt.reshape(batch, 1).astype(np.int64)
             past_io.bind_cpu_input("input_ids", step_ids)
             for name, value in self_cache.items():
-                past_io.bind_ortvalue_input(name.replace("present", "past_key_values"), value)
+                self._bind(past_io, name.replace("present", "past_key_values"), value)
             # Outputs grow by one position per step: let ONNX Runtime allocate them afresh.
             past_io.clear_binding_outputs()
             for name in self._past_outputs:
