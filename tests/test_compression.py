@@ -140,6 +140,26 @@ def test_prune_model_step_records_and_reuses(tiny, tmp_path):
         prune_model(tiny, "random", 0.5, tmp_path / "x")
 
 
+def test_recovery_fine_tune_trains_and_keeps_sparsity(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    records = [{"id": str(i), "question": f"how many rows in table_{i}", "context": f"CREATE TABLE table_{i} (a int)",
+                "answer": f"SELECT count(*) FROM table_{i}", "db_id": None, "db_path": None, "source": "create_context"}
+               for i in range(12)]
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in records))
+    val.write_text("".join(json.dumps(r) + "\n" for r in records[:4]))
+    plain = prune_model(tiny, "magnitude", 0.5, tmp_path / "plain")
+    tuned = prune_model(tiny, "magnitude", 0.5, tmp_path / "tuned", train_path=str(train), val_path=str(val),
+                        train_cfg={"batch_size": 4, "num_threads": 1}, recovery_epochs=1.0, recovery_max_minutes=1)
+    assert tuned["recovery"]["global_step"] == 3
+    assert abs(tuned["sparsity"] - 0.5) <= 0.005  # the masks held during training
+    a, b = (load_file(str(d / "model.safetensors")) for d in (tmp_path / "plain", tmp_path / "tuned"))
+    name = "encoder.block.0.layer.1.DenseReluDense.wi.weight"
+    assert torch.equal(a[name] == 0, b[name] == 0) and not torch.equal(a[name], b[name])
+    assert plain["recovery"] is None
+
+
 def test_evaluate_variant_returns_report_row(tiny, tmp_path):
     test = tmp_path / "test.jsonl"
     records = [{"id": str(i), "question": f"how many rows in table_{i}", "context": f"CREATE TABLE table_{i} (col_{i} int)",
