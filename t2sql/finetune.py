@@ -17,8 +17,8 @@ from typing import Any
 
 from t2sql.config import ModelConfig, TechniqueSpec, TrainConfig
 from t2sql.io import atomic_write_json, fingerprint, read_jsonl
-from t2sql.modeling import load_base, load_model
-from t2sql.prompt import PromptOptions, build_source, save_prompt_options
+from t2sql.modeling import MODEL_LOCK, load_base, load_model
+from t2sql.prompt import PromptOptions, build_source, build_target, save_prompt_options
 from t2sql.techniques import get_technique
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,13 @@ def _dir_size_mb(path: Path) -> float:
 
 
 def prepare_base(model_cfg: ModelConfig, train_path: str | os.PathLike[str], work_dir: str | os.PathLike[str],
-                 registry_root: str | os.PathLike[str] = "runs") -> dict[str, Any]:
+                 registry_root: str | os.PathLike[str] = "runs", prompt: PromptOptions | None = None) -> dict[str, Any]:
     """Resolve the base model to a directory every technique loads from.
 
     A hub model, a local directory or a registered run is used where it is; when a model must be
     built (offline), it is built once with a tokenizer trained on the training data and saved
-    under ``work_dir/base/<fingerprint>``.
+    under ``work_dir/base/<fingerprint>``. The tokenizer learns from the model inputs and targets
+    as ``prompt`` writes them, and keeps the prompt's placeholders whole.
 
     Returns:
         {"path": model directory, "origin": "local" | "registry" | "hub" | "built", "fingerprint": str}
@@ -50,17 +51,19 @@ def prepare_base(model_cfg: ModelConfig, train_path: str | os.PathLike[str], wor
     if Path(ref).expanduser().is_dir():
         path = Path(ref).expanduser().resolve()
         return {"path": str(path), "origin": "local", "fingerprint": fingerprint(str(path))}
-    key = fingerprint(model_cfg.model_dump(mode="json"), str(train_path))
+    key = fingerprint(model_cfg.model_dump(mode="json"), str(train_path),
+                      *([prompt.model_dump(mode="json")] if prompt is not None else []))
     out = Path(work_dir) / "base" / key
     if (out / "base.json").is_file():
         return json.loads((out / "base.json").read_text())
 
     def texts():
         for rec in read_jsonl(train_path):
-            yield build_source(rec["question"], rec["context"])
-            yield rec["answer"]
+            yield build_source(rec["question"], rec["context"], prompt)
+            yield build_target(rec["answer"], rec["question"], rec["context"], prompt)
 
-    model, tok, origin = load_base(model_cfg, texts(), registry_root=registry_root)
+    model, tok, origin = load_base(model_cfg, texts(), registry_root=registry_root,
+                                   extra_tokens=prompt.extra_tokens() if prompt is not None else ())
     if origin == "hub":
         info = {"path": ref, "origin": "hub", "fingerprint": fingerprint(ref)}
     else:
@@ -93,6 +96,8 @@ def finetune(base: dict[str, Any], technique: TechniqueSpec, train_cfg: TrainCon
         A summary: technique, model_dir, trainable/total parameters, peak RSS, wall time, tokens/s,
         best validation loss, size on disk, history and technique facts.
     """
+    import torch
+
     from t2sql.training import train_model
 
     out = Path(out_dir)
@@ -101,10 +106,12 @@ def finetune(base: dict[str, Any], technique: TechniqueSpec, train_cfg: TrainCon
     out.mkdir(parents=True, exist_ok=True)
     module = get_technique(technique.name)
     tcfg = module.Config.model_validate(technique.params)
-    model, tokenizer = load_model(base["path"])
-    model.train()
     t0 = time.perf_counter()
-    model = module.prepare(model, tcfg, train_cfg)
+    with MODEL_LOCK:  # techniques create weights (adapters, quantized layers): not while another thread loads
+        torch.manual_seed(train_cfg.seed)  # adapter initialisation is reproducible in any process
+        model, tokenizer = load_model(base["path"])
+        model.train()
+        model = module.prepare(model, tcfg, train_cfg)
     if hasattr(module, "fit"):
         result = module.fit(model, tokenizer, data, train_cfg, tcfg, out / "train",
                             functools.partial(train_model, prompt=prompt, progress=progress))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -20,6 +21,11 @@ log = logging.getLogger(__name__)
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 # A file in a model directory naming the technique whose ``load(path)`` reads it.
 TECHNIQUE_MARKER = "t2sql_technique.json"
+# transformers builds models inside context managers that patch torch.nn.init and
+# nn.Module.register_parameter for the whole process; two threads loading or building models at
+# once (the thread task runner's fan-out) corrupt each other's weights. Every model load or
+# construction in this package holds this lock.
+MODEL_LOCK = threading.RLock()
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -42,8 +48,13 @@ def physical_cores() -> int:
 
 
 def set_threads(num_threads: int | None) -> int:
-    """Set PyTorch's intra-op threads (default: physical cores) and return the number used."""
-    n = num_threads or physical_cores()
+    """Set PyTorch's intra-op threads and return the number used.
+
+    Default: ``OMP_NUM_THREADS`` when set (a scale-out worker's share of the machine), else the
+    physical cores.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = num_threads or (int(env) if env.isdigit() and int(env) > 0 else physical_cores())
     torch.set_num_threads(n)
     return n
 
@@ -125,7 +136,8 @@ def build_t5(cfg, tokenizer):
         decoder_start_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    return T5ForConditionalGeneration(config)
+    with MODEL_LOCK:
+        return T5ForConditionalGeneration(config)
 
 
 def load_model(path: str | os.PathLike[str], device: torch.device | str | None = None):
@@ -134,6 +146,11 @@ def load_model(path: str | os.PathLike[str], device: torch.device | str | None =
     Returns:
         (model in eval mode, tokenizer).
     """
+    with MODEL_LOCK:
+        return _load_model(path, device)
+
+
+def _load_model(path: str | os.PathLike[str], device: torch.device | str | None = None):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     marker = Path(path) / TECHNIQUE_MARKER
@@ -213,11 +230,13 @@ def _load_from_hub(ref: str):
         os.environ["HF_HUB_OFFLINE"] = "1"
         huggingface_hub.constants.HF_HUB_OFFLINE = True
         try:
-            return (AutoModelForSeq2SeqLM.from_pretrained(ref, local_files_only=True),
-                    AutoTokenizer.from_pretrained(ref, local_files_only=True))
+            with MODEL_LOCK:
+                return (AutoModelForSeq2SeqLM.from_pretrained(ref, local_files_only=True),
+                        AutoTokenizer.from_pretrained(ref, local_files_only=True))
         except OSError:
             raise OSError(f"{ref!r} is not in the local cache and the hub cannot be reached") from None
-    return AutoModelForSeq2SeqLM.from_pretrained(ref), AutoTokenizer.from_pretrained(ref)
+    with MODEL_LOCK:
+        return AutoModelForSeq2SeqLM.from_pretrained(ref), AutoTokenizer.from_pretrained(ref)
 
 
 def count_parameters(model) -> tuple[int, int]:

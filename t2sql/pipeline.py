@@ -40,7 +40,8 @@ def _source_stamp(cfg: PipelineConfig) -> list[Any]:
 
 
 def work_dir(cfg: PipelineConfig) -> Path:
-    return Path(expand_path(cfg.work_dir, "work_dir"))
+    """The work directory as an absolute path (scale-out workers may run elsewhere)."""
+    return Path(expand_path(cfg.work_dir, "work_dir")).resolve()
 
 
 def prepare(cfg: PipelineConfig) -> dict[str, Any]:
