@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from t2sql.inference.backends import BackendOptions, GenerationSettings, canonical_backend, load_backend
+from t2sql.inference.backends import (BackendOptions, GenerationSettings, canonical_backend, encoder_chunks,
+                                      load_backend)
 from t2sql.modeling import pick_device, set_threads
 from t2sql.prompt import build_source, load_prompt_options, postprocess
 
@@ -46,8 +47,12 @@ class Translator:
         max_new_tokens: generation cap.
         min_new_tokens: generate at least this many tokens (benchmarks pin the length with
             ``min_new_tokens == max_new_tokens``).
-        batch_size: questions per generate call; inputs are sorted by token length first so each
+        batch_size: most questions per generate call; inputs are sorted by token length first so each
             batch pads little.
+        padding_slack: a batch whose padded size would exceed its real tokens by more than this share
+            is split into groups of similar length (every decoding step reads each row's padded
+            cross-attention cache, so a 432-token input in a batch of 140-token ones costs the whole
+            batch); None keeps batches whole.
         max_source_length: inputs are truncated to this many tokens.
         device: ``auto`` (a GPU when present), ``cpu`` or ``cuda``.
         execution_guided: answer with the first beam candidate that runs on the question's database
@@ -71,7 +76,7 @@ class Translator:
                  max_source_length: int = 512, device: str = "auto", execution_guided: bool = False,
                  guided_timeout_s: float = 2.0, db_resolver: Callable[[str, str], str | None] | None = None,
                  onnx_dir: str | os.PathLike[str] | None = None, int8_isa: str = "auto", per_channel: bool = True,
-                 spinning: bool = False):
+                 spinning: bool = False, padding_slack: float | None = 0.5):
         self.backend = canonical_backend(backend)
         if num_beams < 1 or max_new_tokens < 1 or batch_size < 1:
             raise ValueError(f"num_beams ({num_beams}), max_new_tokens ({max_new_tokens}) and batch_size "
@@ -82,6 +87,7 @@ class Translator:
         self.max_new_tokens = max_new_tokens
         self.min_new_tokens = min(min_new_tokens, max_new_tokens)
         self.batch_size = batch_size
+        self.padding_slack = padding_slack
         self.max_source_length = max_source_length
         self.execution_guided = execution_guided
         self.guided_timeout_s = guided_timeout_s
@@ -151,12 +157,19 @@ class Translator:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[list[list[int]]] = [[] for _ in encoded]
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            ids, mask = self._pad([encoded[i] for i in idx])
-            out = [self._trim(row) for row in self.engine.generate(ids, mask, settings).tolist()]
-            for j, i in enumerate(idx):
-                results[i] = out[j * num_return_sequences:(j + 1) * num_return_sequences]
+            batch = order[start:start + self.batch_size]
+            for group in self._split(batch, [len(encoded[i]) for i in batch]):
+                ids, mask = self._pad([encoded[i] for i in group])
+                out = [self._trim(row) for row in self.engine.generate(ids, mask, settings).tolist()]
+                for j, i in enumerate(group):
+                    results[i] = out[j * num_return_sequences:(j + 1) * num_return_sequences]
         return results
+
+    def _split(self, batch: list[int], lengths: list[int]) -> list[list[int]]:
+        """A length-sorted batch, split where padding would exceed ``padding_slack`` of the real tokens."""
+        if self.padding_slack is None or len(batch) == 1:
+            return [batch]
+        return [[batch[k] for k in group] for group in encoder_chunks(lengths, self.padding_slack)]
 
     def _trim(self, ids: list[int]) -> list[int]:
         """Drop the padding after the end-of-sequence token (batches pad to their longest output)."""

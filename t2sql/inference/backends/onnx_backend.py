@@ -4,7 +4,8 @@ Greedy decoding runs its own loop over the three graphs: the encoder and the fir
 (which also returns the cross-attention keys/values) once, in groups of similar input length (see
 :func:`encoder_chunks`), then the decoder-with-past per token. The loop uses IO binding: the key/value cache stays in ONNX Runtime's own buffers (``OrtValue``) from
 one step to the next, and the cross-attention cache and encoder mask are bound once per batch
-instead of being converted and passed again at every step. Beam search goes through optimum's
+instead of being converted and passed again at every step. Once a quarter of the rows have
+finished, they leave the batch, so short queries stop costing decoder steps. Beam search goes through optimum's
 ``ORTModelForSeq2SeqLM`` on the same sessions, so it follows Hugging Face ``generate`` exactly.
 
 Sessions run with every graph optimisation on, ``intra_op_num_threads`` = the translator's
@@ -165,35 +166,46 @@ class OnnxBackend:
     def _greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_new: int, min_new: int) -> np.ndarray:
         batch = input_ids.shape[0]
         outputs = self._first_step(input_ids, attention_mask)
-
-        past_io = self.decoder_with_past.io_binding()
-        past_io.bind_cpu_input("encoder_attention_mask", attention_mask)
-        # Cross-attention keys/values depend on the encoder only: bound once for the whole batch.
-        for name, value in outputs.items():
-            past_name = name.replace("present", "past_key_values")
-            if ".encoder." in name and past_name in self._past_inputs:
-                self._bind(past_io, past_name, value)
-
-        tokens = np.full((batch, max_new), self.pad_token_id, dtype=np.int64)
-        done = np.zeros(batch, dtype=bool)
+        cross = {n.replace("present", "past_key_values"): v for n, v in outputs.items()
+                 if ".encoder." in n and n.replace("present", "past_key_values") in self._past_inputs}
+        self_cache = {n.replace("present", "past_key_values"): v for n, v in outputs.items() if ".decoder." in n}
         logits = outputs["logits"]
         logits = (logits if isinstance(logits, np.ndarray) else logits.numpy())[:, -1, :]
-        self_cache = {n: v for n, v in outputs.items() if ".decoder." in n}
+
+        past_io = self.decoder_with_past.io_binding()
+        mask = attention_mask
+        tokens = np.full((batch, max_new), self.pad_token_id, dtype=np.int64)
+        rows = np.arange(batch)  # batch row of each sequence still decoded
+        done = np.zeros(batch, dtype=bool)
+        rebind = True  # cross-attention keys/values and mask: bound once, again after finished rows leave
         length = 0
         for step in range(max_new):
             if step < min_new:
                 logits[:, self.eos_token_id] = -np.inf
             nxt = logits.argmax(-1)
             nxt[done] = self.pad_token_id
-            tokens[:, step] = nxt
+            tokens[rows, step] = nxt
             length = step + 1
             done |= nxt == self.eos_token_id
             if done.all() or step == max_new - 1:
                 break
-            step_ids = nxt.reshape(batch, 1).astype(np.int64)
+            if done.sum() * 4 >= len(rows):
+                # A quarter of the rows have finished: stop computing them (one copy of the caches).
+                keep = ~done
+                rows, nxt, done, mask = rows[keep], nxt[keep], done[keep], np.ascontiguousarray(mask[keep])
+                cross = {n: self._numpy(v)[keep] for n, v in cross.items()}
+                self_cache = {n: self._numpy(v)[keep] for n, v in self_cache.items()}
+                past_io.clear_binding_inputs()
+                rebind = True
+            if rebind:
+                past_io.bind_cpu_input("encoder_attention_mask", mask)
+                for name, value in cross.items():
+                    self._bind(past_io, name, value)
+                rebind = False
+            step_ids = nxt.reshape(-1, 1).astype(np.int64)
             past_io.bind_cpu_input("input_ids", step_ids)
             for name, value in self_cache.items():
-                self._bind(past_io, name.replace("present", "past_key_values"), value)
+                self._bind(past_io, name, value)
             # Outputs grow by one position per step: let ONNX Runtime allocate them afresh.
             past_io.clear_binding_outputs()
             for name in self._past_outputs:
@@ -201,8 +213,12 @@ class OnnxBackend:
             self.decoder_with_past.run_with_iobinding(past_io)
             step_out = dict(zip(self._past_outputs, past_io.get_outputs()))
             logits = step_out.pop("logits").numpy()[:, -1, :]
-            self_cache = step_out
+            self_cache = {n.replace("present", "past_key_values"): v for n, v in step_out.items()}
         return tokens[:, :length]
+
+    @staticmethod
+    def _numpy(value) -> np.ndarray:
+        return value if isinstance(value, np.ndarray) else value.numpy()
 
     # -- beam search: Hugging Face generate over the same sessions ----------------------------
     def _hf(self):
