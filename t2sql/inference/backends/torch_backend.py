@@ -103,8 +103,9 @@ def load(model_dir: str | os.PathLike[str], *, precision: str, options: BackendO
 
     Args:
         model_dir: a Hugging Face directory, a compression output, or (``bitnet``) a BitNet export.
-        precision: ``fp32``, ``amp`` (bf16 autocast on CPUs with native bf16, fp16 on a GPU, else fp32),
-            ``bf16`` (bf16 autocast), ``int8`` (dynamic INT8 Linear layers, CPU only) or ``bitnet``.
+        precision: ``fp32``, ``amp`` (bf16 autocast on CPUs with native bf16, fp16 autocast on a GPU, else
+            fp32), ``bf16`` (bf16 autocast), ``int8`` (dynamic INT8 Linear layers, CPU only) or ``bitnet``.
+            Under autocast on a CPU the weights are stored in bf16 too (see the module docstring).
         options: device and threads.
 
     Returns:
