@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--recipe", choices=sorted(RECIPES), required=True)
     ap.add_argument("--minutes", type=float, default=25.0, help="training budget of each run")
     ap.add_argument("--runs", default="plain,recipe", help="comma-separated: plain, loop, recipe")
-    ap.add_argument("--val-examples", type=int, default=200, help="validation records evaluated per run")
+    ap.add_argument("--val-examples", type=int, default=None, help="validation records evaluated per run (default all)")
     ap.add_argument("--test-examples", type=int, default=None, help="test records evaluated per run (default all)")
     ap.add_argument("--set", action="append", default=[], help="config overrides, e.g. train.num_threads=1")
     ap.add_argument("--keep", help="keep the work directory here (default: a temporary one, removed)")

@@ -749,6 +749,37 @@ def _code_only(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Repairing cut-off output
+# --------------------------------------------------------------------------------------------
+_DANGLING = re.compile(
+    r"(?:\s+(?:WHERE|AND|OR|HAVING)\s+[^\s']+\s*(?:=|<>|!=|<=|>=|<|>|NOT\s+LIKE|LIKE|IN|NOT\s+IN|BETWEEN)\s*"
+    r"|\s+(?:WHERE|AND|OR|HAVING|ON|JOIN|BY|ORDER|GROUP|LIMIT|SELECT|FROM|NOT|AS)|\s*,)\s*$", re.IGNORECASE)
+
+
+def repair_sql(text: str) -> str:
+    """Close what a cut-off or degenerate generation left open, so the query can run.
+
+    An unterminated string literal is dropped with the comparison it belongs to
+    (``... WHERE c3 = '`` -> ``...``), as are a trailing ``WHERE``/``AND``/``,`` and the like;
+    missing closing parentheses are added. Complete queries are returned unchanged.
+    """
+    out = text.rstrip()
+    if out.count("'") % 2 == 1:
+        out = out[: out.rfind("'")].rstrip()
+    for _ in range(4):
+        cut = _DANGLING.sub("", out)
+        if cut == out:
+            break
+        out = cut
+    depth = 0
+    for code, _ in _split_literals(out):
+        depth += code.count("(") - code.count(")")
+    if depth > 0:
+        out += ")" * depth
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Value snapping
 # --------------------------------------------------------------------------------------------
 def _question_spans(question: str, max_words: int = 10) -> list[str]:

@@ -57,6 +57,10 @@ class PromptOptions(BaseModel):
     snap_values: bool = Field(
         default=False, description="Snap string values in the output onto question spans or sample values.")
     lowercase_question: bool = Field(default=False, description="Lower-case the question in the model input.")
+    repair: bool = Field(
+        default=False,
+        description="Drop what a cut-off generation left open (an unterminated value with its comparison, a "
+        "trailing WHERE/AND/comma) and close parentheses, so the query can run.")
     value_pointers: bool = Field(
         default=False,
         description="Number the question's words (w1 How w2 many ...); the target writes a value that is a run "
@@ -153,6 +157,10 @@ def postprocess(text: str, question: str = "", context: str = "", opts: PromptOp
     text = _WS.sub(" ", text).strip().rstrip(";").strip()
     if opts is None:
         return text
+    if opts.repair:
+        from t2sql.linking import repair_sql
+
+        text = repair_sql(text)
     question = _WS.sub(" ", question).strip()
     context = _WS.sub(" ", context).strip()
     try:

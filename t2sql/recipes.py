@@ -124,6 +124,15 @@ def score_predictions(records: Sequence[dict[str, Any]], preds: Sequence[str],
             "execution_success_rate": ran / len(records) if records else 0.0, "n": len(records)}
 
 
+def evenly_spaced(path: str | os.PathLike[str], n: int) -> list[dict[str, Any]]:
+    """``n`` records of a JSONL file at evenly spaced positions (all of them when it has fewer)."""
+    total = sum(1 for _ in read_jsonl(path))
+    if total <= n:
+        return list(read_jsonl(path))
+    wanted = {int(i * total / n) for i in range(n)}
+    return [rec for i, rec in enumerate(read_jsonl(path)) if i in wanted]
+
+
 def validation_metrics_fn(val_path: str | os.PathLike[str], tokenizer, prompt: PromptOptions | None = None, *,
                           n: int = 48, max_new_tokens: int = 128, max_source_length: int = 512,
                           batch_size: int = 48) -> Callable[[Any], dict[str, float]]:
@@ -133,7 +142,8 @@ def validation_metrics_fn(val_path: str | os.PathLike[str], tokenizer, prompt: P
         val_path: the validation JSONL.
         tokenizer: the model's tokenizer, or the directory to load it from (the base model's).
         prompt: the prompt options the model is trained with.
-        n: validation records decoded at each evaluation (the first ``n`` of the file).
+        n: validation records decoded at each evaluation, spread evenly over the file (files are
+            ordered by database, so the first ``n`` would cover only a few).
         max_new_tokens, max_source_length, batch_size: decoding settings.
 
     Returns:
@@ -143,11 +153,7 @@ def validation_metrics_fn(val_path: str | os.PathLike[str], tokenizer, prompt: P
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-    records = []
-    for rec in read_jsonl(val_path):
-        if len(records) >= n:
-            break
-        records.append(rec)
+    records = evenly_spaced(val_path, n)
     judge = ExecutionJudge()
 
     def fn(model) -> dict[str, float]:

@@ -81,3 +81,28 @@ def test_validation_metrics_fn_decodes_a_fixed_sample(tmp_path):
     preds = greedy_translate(model, tok, records[:6], POINTERS, max_new_tokens=8)
     assert len(preds) == 6 and all(isinstance(p, str) for p in preds)
     assert json.dumps(got)  # a plain dict of numbers: it joins the training history
+
+
+def test_repair_closes_cut_off_output():
+    from t2sql.linking import repair_sql
+
+    assert repair_sql("SELECT COUNT(*) FROM t1 WHERE c3 = '") == "SELECT COUNT(*) FROM t1"
+    assert repair_sql("SELECT c1 FROM t1 WHERE c2 = ' w5 ' AND") == "SELECT c1 FROM t1 WHERE c2 = ' w5 '"
+    assert repair_sql("SELECT c1 FROM t1 WHERE c2 IN (SELECT c3 FROM t2 WHERE c4 = 'ab") == \
+        "SELECT c1 FROM t1 WHERE c2 IN (SELECT c3 FROM t2)"
+    assert repair_sql("SELECT a FROM t WHERE b = 'it''s'") == "SELECT a FROM t WHERE b = 'it''s'"
+    opts = POINTERS.model_copy(update={"repair": True})
+    ctx = "CREATE TABLE singer (name TEXT, country TEXT)"
+    assert postprocess("SELECT COUNT(*) FROM t1 WHERE c2 = '", "How many singers?", ctx, opts) == \
+        "SELECT COUNT(*) FROM singer"
+    assert postprocess("SELECT COUNT(*) FROM t1 WHERE c2 = '", "How many singers?", ctx, POINTERS) != \
+        "SELECT COUNT(*) FROM singer"  # off unless asked for
+
+
+def test_validation_sample_is_spread_over_the_file(tmp_path):
+    from t2sql.recipes import evenly_spaced
+
+    write_jsonl(tmp_path / "v.jsonl", [{"id": str(i)} for i in range(100)])
+    picked = [int(r["id"]) for r in evenly_spaced(tmp_path / "v.jsonl", 4)]
+    assert picked == [0, 25, 50, 75]
+    assert len(evenly_spaced(tmp_path / "v.jsonl", 500)) == 100
