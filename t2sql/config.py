@@ -169,14 +169,22 @@ class EvalConfig(Strict):
     max_examples: int | None = Field(default=None, ge=1)
     query_timeout_s: float = Field(default=5.0, gt=0)
     row_cap: int = Field(default=10000, ge=1)
-    execution_guided: bool = False
-    backend: str = "torch"
+    execution_guided: bool = Field(default=False, description="Answer with the first of num_beams candidates that runs.")
+    backend: str = Field(default="torch", description="Inference backend (torch-fp32, torch-int8, onnx-int8, ...).")
     fuzz_databases: int = Field(default=3, ge=1, description="Generated databases per schema-only example.")
     fuzz_seed: int = 0
     keep_distinct: bool = Field(default=False, description="Compare results with DISTINCT kept (Spider drops it).")
     slow_query_factor: float = Field(default=2.0, gt=0, description="Flag predictions this many times slower than gold.")
     slow_query_min_ms: float = Field(default=1.0, ge=0)
     report_samples: int = Field(default=8, ge=0, description="Sample successes and failures in the report.")
+
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from t2sql.inference.backends import canonical_backend
+
+        return canonical_backend(v)
 
 
 class GateConfig(Strict):

@@ -155,13 +155,16 @@ def _load_model(path: str | os.PathLike[str], device: torch.device | str | None 
 
     marker = Path(path) / TECHNIQUE_MARKER
     if marker.is_file():
-        # A technique whose servable form is not a plain HF model (e.g. packed BitNet weights).
+        # A servable form that is not a plain HF model: packed BitNet weights, per-layer pruned widths.
+        import importlib
         import json
 
+        from t2sql.compression.loading import COMPRESSION_FORMATS
         from t2sql.techniques import get_technique
 
         name = json.loads(marker.read_text())["technique"]
-        model, tokenizer = get_technique(name).load(Path(path))
+        module = importlib.import_module(COMPRESSION_FORMATS[name]) if name in COMPRESSION_FORMATS else get_technique(name)
+        model, tokenizer = module.load(Path(path))
         if device is not None:
             model.to(device)
         model.eval()

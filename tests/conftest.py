@@ -43,3 +43,11 @@ def tiny_config(tmp_path: Path, **sections) -> dict:
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     return cfg
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Prefect's temporary server logs its shutdown at exit, after pytest has closed the captured
+    # streams; keep that from printing a logging traceback.
+    import logging
+
+    logging.raiseExceptions = False

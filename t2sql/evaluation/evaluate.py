@@ -661,7 +661,10 @@ def evaluate_model(translator: Any, test_path: str | os.PathLike[str] | Sequence
 
     def predict(batch: list[dict[str, Any]]) -> list[tuple[str, float | None]]:
         t0 = time.perf_counter()
-        sqls = translator.translate([(str(r.get("question") or ""), str(r.get("context") or "")) for r in batch])
+        pairs = [(str(r.get("question") or ""), str(r.get("context") or "")) for r in batch]
+        if getattr(translator, "execution_guided", False):  # candidates are tried on each question's database
+            pairs = [(q, c, r.get("db_path")) for (q, c), r in zip(pairs, batch)]
+        sqls = translator.translate(pairs)
         per_question = (time.perf_counter() - t0) * 1000.0 / len(batch)
         if len(sqls) != len(batch):
             raise ValueError(f"translator returned {len(sqls)} queries for {len(batch)} questions")
