@@ -8,3 +8,15 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 CACHE = INPUTS + TASK_SOURCE
 CACHED = {"cache_policy": CACHE, "persist_result": True, "cache_expiration": timedelta(days=30)}
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry only failures that may pass (network, I/O); a bad path or bad data fails at once."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - an unreadable result: let the retry policy decide
+        return True
+    from t2sql.config import ConfigError
+    from t2sql.data import DataSourceError
+
+    return not isinstance(exc, (DataSourceError, ConfigError, KeyError, TypeError))

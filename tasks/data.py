@@ -8,13 +8,13 @@ from prefect import task
 
 from t2sql import pipeline
 from t2sql.config import load_config
-from tasks.common import CACHED
+from tasks.common import CACHED, transient
 
 
 # Not cached by Prefect: its inputs are the config only, so a cache hit would hide new data.
 # pipeline.prepare keys its output by the config and the source files' sizes and times instead,
 # and returns at once when that output exists.
-@task(name="prepare-data", retries=3, retry_delay_seconds=[5, 20, 60])
+@task(name="prepare-data", retries=3, retry_delay_seconds=[5, 20, 60], retry_condition_fn=transient)
 def prepare_data(config: dict[str, Any]) -> dict[str, Any]:
     """Download (hub sources, retried with backoff), clean and split the data."""
     return pipeline.prepare(load_config(raw=config))

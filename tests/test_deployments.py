@@ -163,14 +163,15 @@ def test_on_demand_run_then_unchanged_nightly_reuses_the_cache(up):
 
 
 def test_a_failure_names_the_failing_task_and_the_reason(up):
-    failed = run(up["api"], "t2sql-pipeline/on-demand", tiny_overrides(up["tmp"]) + ["eval.backend=no-such-backend"])
+    missing = up["tmp"] / "no-such-spider"
+    failed = run(up["api"], "t2sql-pipeline/on-demand", tiny_overrides(up["tmp"]) + [f"data.sources.0.path={missing}"])
     assert failed.state.is_failed()
-    assert "unknown inference backend 'no-such-backend'" in failed.state.message
+    assert f"{missing}: Spider directory not found" in failed.state.message
     states = task_states(up["api"], failed.id)
-    assert [t for t, s in states.items() if s == "Failed"] == [next(t for t in states if t.startswith("evaluate-full"))]
+    assert [t for t, s in states.items() if s == "Failed"] == [next(t for t in states if t.startswith("prepare-data"))]
     summary = artifact(up["api"], "t2sql-failure", failed.id)
-    assert "Failing task: **evaluate-" in summary
-    assert "unknown inference backend 'no-such-backend'" in summary
+    assert "Failing task: **prepare-data" in summary
+    assert "Spider directory not found" in summary
 
 
 def test_ctrl_c_stops_the_worker_and_the_server(up):
