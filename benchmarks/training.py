@@ -3,8 +3,9 @@
     python benchmarks/training.py                         # Spider sample shipped in the repo, 3 min each
     python benchmarks/training.py --minutes 10 --config configs/spider.yaml   # with T2SQL_DATA_DIR set
 
-The baseline is what most tutorials do: every batch padded to the maximum lengths, a constant
-learning rate, batch 8. Both runs start from the same freshly built model and tokenizer and stop
+The baseline is what most tutorials do: the plain question + schema prompt, every batch padded to
+the maximum lengths, a constant learning rate, batch 8. The pipeline run uses the config as it is
+(its prompt format included). Both runs start from the same freshly built model and tokenizer and stop
 at the same wall-clock budget. Printed side by side: non-padding target tokens per second and
 validation execution accuracy; the last line is one JSON object.
 """
@@ -76,12 +77,12 @@ def baseline_train(base_dir: Path, data: dict, out_dir: Path, minutes: float, ma
             "model_dir": str(out_dir / "model")}
 
 
-def pipeline_train(base_dir: Path, data: dict, out_dir: Path, train_cfg) -> dict:
+def pipeline_train(base_dir: Path, data: dict, out_dir: Path, train_cfg, prompt) -> dict:
     from t2sql.config import TechniqueSpec
     from t2sql.finetune import finetune
 
     result = finetune({"path": str(base_dir), "fingerprint": "bench"}, TechniqueSpec(name="full"), train_cfg, data,
-                      out_dir, progress=False)
+                      out_dir, prompt=prompt, progress=False)
     return {"tokens_per_s": result["tokens_per_s"], "wall_s": result["train_wall_s"], "steps": result["global_step"],
             "model_dir": result["model_dir"]}
 
@@ -124,7 +125,7 @@ def main() -> None:
         print(f"data: {data['stats']['splits']['train']['records']} train / "
               f"{data['stats']['splits']['validation']['records']} validation; base {base['origin']}; "
               f"{threads} threads; budget {args.minutes} min each", flush=True)
-        ours = pipeline_train(Path(base["path"]), data, work / "ours", cfg.train)
+        ours = pipeline_train(Path(base["path"]), data, work / "ours", cfg.train, cfg.prompt)
         print(f"pipeline: {ours['steps']} steps, {ours['tokens_per_s']:.0f} target tok/s", flush=True)
         plain = baseline_train(Path(base["path"]), data, work / "plain", args.minutes, args.max_source_length,
                                args.max_target_length, threads)
