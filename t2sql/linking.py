@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 
+from t2sql.data.normalize import unquote_identifier
+from t2sql.data.schema import coarse_type
+
 #: Placeholder tokens the tokenizer keeps whole (see :func:`placeholder_tokens`).
 MAX_TABLES = 64
 MAX_COLUMNS = 400
@@ -81,14 +84,6 @@ class Schema:
         return next((t for t in self.tables if t.name.lower() == low), None)
 
 
-def _unquote(token: str) -> str:
-    if token[:1] == '"':
-        return token[1:-1].replace('""', '"')
-    if token[:1] in "`[":
-        return token[1:-1]
-    return token
-
-
 def _comment_values(comment: str) -> list[str]:
     body = comment[2:-2]
     return [m.group(0) for m in re.finditer(r"'(?:[^']|'')*'|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", body)]
@@ -116,7 +111,7 @@ def _names_in_parens(tokens: list[str], start: int) -> tuple[list[str], int]:
     names, i = [], start + 1
     while i < len(tokens) and tokens[i] != ")":
         if tokens[i] != ",":
-            names.append(_unquote(tokens[i]))
+            names.append(unquote_identifier(tokens[i]))
         i += 1
     return names, i + 1
 
@@ -139,7 +134,7 @@ def parse_context(context: str) -> Schema:
         j = i + 2
         if tokens[j].upper() == "IF" and j + 3 < n:
             j += 3
-        table = Table(_unquote(tokens[j]))
+        table = Table(unquote_identifier(tokens[j]))
         j += 1
         if j >= n or tokens[j] != "(":
             i = j
@@ -160,12 +155,12 @@ def parse_context(context: str) -> Schema:
                 if head == "FOREIGN" and "(" in words and "REFERENCES" in [w.upper() for w in words]:
                     cols, after = _names_in_parens(words, words.index("("))
                     r = [w.upper() for w in words].index("REFERENCES")
-                    ref_table = _unquote(words[r + 1]) if r + 1 < len(words) else ""
+                    ref_table = unquote_identifier(words[r + 1]) if r + 1 < len(words) else ""
                     ref_cols = _names_in_parens(words, r + 2)[0] if r + 2 < len(words) and words[r + 2] == "(" else []
                     for a, b in zip(cols, ref_cols or cols):
                         schema.foreign_keys.append(((table.name, a), (ref_table, b)))
                 continue
-            col = Column(_unquote(words[0]), table.name)
+            col = Column(unquote_identifier(words[0]), table.name)
             if len(words) > 1 and _LEX.fullmatch(words[1]) and words[1][:1].isalpha() \
                     and words[1].upper() not in _TYPE_STOP:
                 col.type = words[1].upper()
@@ -174,7 +169,7 @@ def parse_context(context: str) -> Schema:
                 r = upper.index("REFERENCES")
                 if r + 1 < len(words):
                     ref_cols = _names_in_parens(words, r + 2)[0] if r + 2 < len(words) and words[r + 2] == "(" else []
-                    schema.foreign_keys.append(((table.name, col.name), (_unquote(words[r + 1]),
+                    schema.foreign_keys.append(((table.name, col.name), (unquote_identifier(words[r + 1]),
                                                                           ref_cols[0] if ref_cols else col.name)))
             for t in part:
                 if t.startswith("/*"):
@@ -306,7 +301,7 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         for col in table.columns:
             parts = [humanize(col.name)]
             if column_types and col.type:
-                parts.append(_type_word(col.type))
+                parts.append(coarse_type(col.type).lower())
             mark = _link(humanize(col.name).split(), q_words, q_set) if link_marks else None
             shown = []
             if col.samples:
@@ -345,17 +340,6 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         segments.append(f"{head_text} : " + " , ".join(col_texts))
     out.text = " | ".join(segments)
     return out
-
-
-def _type_word(declared: str) -> str:
-    t = declared.upper()
-    if "BOOL" in t:
-        return "boolean"
-    if "DATE" in t or "TIME" in t or "YEAR" in t:
-        return "time"
-    if any(k in t for k in ("INT", "NUM", "REAL", "FLOA", "DOUB", "DEC")):
-        return "number"
-    return "text"
 
 
 def placeholder_tokens(max_tables: int = MAX_TABLES, max_columns: int = MAX_COLUMNS) -> list[str]:

@@ -20,7 +20,8 @@ def normalize_text(text: str) -> str:
     return _WS.sub(" ", text).strip()
 
 
-def _unquote(token: str) -> str:
+def unquote_identifier(token: str) -> str:
+    """An identifier without its SQL quoting ("x", `x`, [x])."""
     if token[:1] == '"':
         return token[1:-1].replace('""', '"')
     if token[:1] in "`[":
@@ -42,7 +43,7 @@ def context_identifiers(context: str) -> set[str]:
             j = i + 2
             if tokens[j].upper() == "IF" and j + 3 < n:  # IF NOT EXISTS
                 j += 3
-            names.add(_unquote(tokens[j]).lower())
+            names.add(unquote_identifier(tokens[j]).lower())
             j += 1
             if j < n and tokens[j] == "(":
                 depth, expect_name = 1, True
@@ -59,14 +60,14 @@ def context_identifiers(context: str) -> set[str]:
                         continue
                     elif expect_name and depth == 1:
                         if tok.upper() not in _CONSTRAINTS:
-                            names.add(_unquote(tok).lower())
+                            names.add(unquote_identifier(tok).lower())
                     expect_name = False
                     j += 1
             i = j
         else:
             i += 1
     if not names:
-        names = {_unquote(t).lower() for t in tokens if t[:1] not in "'" and (t[:1].isalpha() or t[:1] in '_"`[')}
+        names = {unquote_identifier(t).lower() for t in tokens if t[:1] not in "'" and (t[:1].isalpha() or t[:1] in '_"`[')}
     return names
 
 
