@@ -25,6 +25,21 @@ TINY_MODEL = {"base_model": "t5-small", "vocab_size": 600, "d_model": 32, "d_ff"
               "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
 
 
+@pytest.fixture
+def app(tmp_path):
+    """The web GUI over an empty registry in a temporary instance folder (test modules may override)."""
+    from webui import create_app
+    from webui.testing import app_settings, make_registry
+
+    make_registry(tmp_path / "runs", with_model=False)
+    return create_app(app_settings(tmp_path))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
 def tiny_config(tmp_path: Path, **sections) -> dict:
     """A pipeline config over a few sample databases that trains in seconds."""
     cfg = {

@@ -8,17 +8,6 @@ from webui import create_app
 from webui.testing import app_settings, make_registry
 
 
-@pytest.fixture
-def app(tmp_path):
-    make_registry(tmp_path / "runs", with_model=False)
-    return create_app(app_settings(tmp_path))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
 def test_translate_with_a_database(app, client):
     r = client.post("/api/translate", json={"question": "How many students are there?", "database": "student_1"})
     assert r.status_code == 200

@@ -8,18 +8,7 @@ import pytest
 
 from t2sql.registry import Registry
 from webui import create_app
-from webui.testing import app_settings, make_registry
-
-
-@pytest.fixture
-def app(tmp_path):
-    make_registry(tmp_path / "runs", with_model=False)
-    return create_app(app_settings(tmp_path))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
+from webui.testing import app_settings
 
 
 def login(client):

@@ -11,20 +11,8 @@ import pytest
 import yaml
 
 from t2sql.evaluation.scenarios import load_scenarios
-from webui import create_app
 from webui.store import MonitoringStore, normalise_question, percentile
-from webui.testing import SPIDER_SAMPLE, app_settings, make_registry
-
-
-@pytest.fixture
-def app(tmp_path):
-    make_registry(tmp_path / "runs", with_model=False)
-    return create_app(app_settings(tmp_path))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
+from webui.testing import SPIDER_SAMPLE
 
 
 def translate(client, question, database="student_1"):
