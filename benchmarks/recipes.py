@@ -45,14 +45,16 @@ def _load_plain_script():
     return module
 
 
-def evaluate_split(model_dir: str, path: str, n: int | None, out_dir: Path, max_src: int, max_new: int) -> dict:
-    """Execution accuracy of a model directory on the first ``n`` records of a split (greedy, torch)."""
-    from t2sql.config import EvalConfig
-    from t2sql.evaluation.evaluate import evaluate_model
-    from t2sql.inference import Translator
+def evaluate_split(model_dir: str, path: str, n: int | None, out_dir: Path, max_src: int, eval_cfg) -> dict:
+    """Execution accuracy of a model directory on the first ``n`` records of a split.
 
-    tr = Translator(model_dir, max_new_tokens=max_new, batch_size=32, max_source_length=max_src)
-    m = evaluate_model(tr, path, EvalConfig(max_examples=n, batch_size=32, max_new_tokens=max_new), out_dir)
+    Decoded as the pipeline's evaluation does with ``eval_cfg`` (beams, execution-guided decoding).
+    """
+    from t2sql import pipeline
+
+    cfg = eval_cfg.model_copy(update={"max_examples": n})
+    m = pipeline.evaluate_model_dir(cfg, out_dir, model_dir, path, key=Path(model_dir).parent.name,
+                                    max_source_length=max_src)
     return {"execution_accuracy": m["execution_accuracy"], "execution_success_rate": m["execution_success_rate"],
             "exact_match": m["exact_match"], "n": m["n_examples"]}
 
@@ -73,7 +75,7 @@ def main() -> None:
         ap.error(f"unknown runs: {', '.join(unknown)}")
 
     from t2sql import pipeline
-    from t2sql.config import TechniqueSpec, load_config
+    from t2sql.config import EvalConfig, TechniqueSpec, load_config
     from t2sql.finetune import finetune, prepare_base
     from t2sql.modeling import set_threads
     from t2sql.recipes import validation_metrics_fn
@@ -111,10 +113,12 @@ def main() -> None:
                     history = s["history"]
             print(f"{run}: {trained['steps']} steps, {trained['tokens_per_s']:.0f} target tok/s "
                   f"({time.perf_counter() - t0:.0f} s with data and base)", flush=True)
+            # The recipe is scored as it is shipped (its eval: section); the other runs greedily.
+            eval_cfg = cfg.eval if run == "recipe" else EvalConfig(batch_size=32, max_new_tokens=max_new)
             val = evaluate_split(trained["model_dir"], data["validation"], args.val_examples, work / f"{run}-val",
-                                 max_src, max_new)
+                                 max_src, eval_cfg)
             test = evaluate_split(trained["model_dir"], data["test"], args.test_examples, work / f"{run}-test",
-                                  max_src, max_new)
+                                  max_src, eval_cfg)
             results[run] = {**trained, "val": val, "test": test}
             print(f"{run}: val EX {val['execution_accuracy']:.3f} (runs {val['execution_success_rate']:.3f}), "
                   f"test EX {test['execution_accuracy']:.3f} (runs {test['execution_success_rate']:.3f}, "

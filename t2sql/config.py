@@ -122,6 +122,12 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(default=None, ge=1, description="Default: the machine's physical cores.")
     val_max_examples: int | None = Field(default=200, ge=1, description="Validation examples per evaluation.")
+    val_execution_examples: int = Field(
+        default=32, ge=0,
+        description="Validation questions decoded and run at each evaluation, for the learning curve's execution "
+                    "accuracy (spread over the split); 0 records validation loss only.",
+    )
+    val_max_new_tokens: int = Field(default=128, ge=4, description="Decoding length of those validation questions.")
 
 
 class TechniqueSpec(Strict):

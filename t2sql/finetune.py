@@ -17,7 +17,7 @@ from typing import Any
 
 from t2sql.config import ModelConfig, TechniqueSpec, TrainConfig
 from t2sql.io import atomic_write_json, fingerprint, read_jsonl
-from t2sql.modeling import MODEL_LOCK, load_base, load_model
+from t2sql.modeling import MODEL_LOCK, flush_denormals, load_base, load_model
 from t2sql.prompt import PromptOptions, build_source, build_target, save_prompt_options
 from t2sql.techniques import get_technique
 
@@ -107,14 +107,23 @@ def finetune(base: dict[str, Any], technique: TechniqueSpec, train_cfg: TrainCon
     module = get_technique(technique.name)
     tcfg = module.Config.model_validate(technique.params)
     t0 = time.perf_counter()
+    flush_denormals()  # before this thread's first parallel work starts its worker threads
     with MODEL_LOCK:  # techniques create weights (adapters, quantized layers): not while another thread loads
         torch.manual_seed(train_cfg.seed)  # adapter initialisation is reproducible in any process
         model, tokenizer = load_model(base["path"])
         model.train()
         model = module.prepare(model, tcfg, train_cfg)
+    if val_metrics_fn is None and train_cfg.val_execution_examples > 0 and data.get("validation") \
+            and Path(data["validation"]).is_file():
+        from t2sql.recipes import validation_metrics_fn as make_val_metrics
+
+        val_metrics_fn = make_val_metrics(data["validation"], tokenizer, prompt, n=train_cfg.val_execution_examples,
+                                          max_new_tokens=train_cfg.val_max_new_tokens,
+                                          max_source_length=train_cfg.max_source_length)
     if hasattr(module, "fit"):
         result = module.fit(model, tokenizer, data, train_cfg, tcfg, out / "train",
-                            functools.partial(train_model, prompt=prompt, progress=progress))
+                            functools.partial(train_model, prompt=prompt, progress=progress,
+                                              val_metrics_fn=val_metrics_fn), prompt=prompt)
     else:
         result = train_model(model, tokenizer, data["train"], data["validation"], train_cfg, out / "train",
                              technique=module, technique_cfg=tcfg, progress=progress, val_metrics_fn=val_metrics_fn,

@@ -47,12 +47,28 @@ def physical_cores() -> int:
     return max(1, n or os.cpu_count() or 1)
 
 
+def flush_denormals() -> None:
+    """Treat subnormal floats as zero on this CPU thread (and the worker threads it starts later).
+
+    As training goes on, activations and gradients underflow into the subnormal range, which x86
+    cores compute on 10-100x more slowly: a 600-step-trained model's training step took 2.8 s
+    instead of 1.3 s here, with the same batch (``benchmarks/step_time.py``). The setting is per
+    OS thread and inherited by threads created afterwards, so it is made before models are built
+    or loaded. Values below 1.2e-38 do not matter to training or decoding.
+    """
+    torch.set_flush_denormal(True)
+
+
+flush_denormals()
+
+
 def set_threads(num_threads: int | None) -> int:
-    """Set PyTorch's intra-op threads and return the number used.
+    """Set PyTorch's intra-op threads and return the number used; subnormal floats flushed to zero.
 
     Default: ``OMP_NUM_THREADS`` when set (a scale-out worker's share of the machine), else the
     physical cores.
     """
+    flush_denormals()
     env = os.environ.get("OMP_NUM_THREADS", "")
     n = num_threads or (int(env) if env.isdigit() and int(env) > 0 else physical_cores())
     torch.set_num_threads(n)
@@ -146,6 +162,7 @@ def load_model(path: str | os.PathLike[str], device: torch.device | str | None =
     Returns:
         (model in eval mode, tokenizer).
     """
+    flush_denormals()
     with MODEL_LOCK:
         return _load_model(path, device)
 

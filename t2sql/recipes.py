@@ -27,7 +27,7 @@ from t2sql.prompt import PromptOptions, build_source, postprocess
 log = logging.getLogger(__name__)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: training goes on with the same modules
 def greedy_translate(model, tokenizer, records: Sequence[dict[str, Any]], prompt: PromptOptions | None = None,
                      *, batch_size: int = 32, max_new_tokens: int = 128, max_source_length: int = 512,
                      num_beams: int = 1) -> list[str]:

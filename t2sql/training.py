@@ -347,6 +347,10 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
     trainable, total = count_parameters(model)
+    # fp16 autocast on a GPU needs loss scaling (bf16 and fp32 do not); disabled, the scaler is a no-op.
+    fp16 = device.type == "cuda" and (cfg.precision == "fp16" or (
+        cfg.precision == "auto" and not torch.cuda.is_bf16_supported()))
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
     state = {"step": 0, "epoch": 0, "pos": 0, "elapsed_s": 0.0, "tokens": 0, "examples": 0, "best_val": float("inf"), "best_step": 0,
              "bad_evals": 0, "history": []}
@@ -421,9 +425,11 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
                 loss, n_tok = seq2seq_loss(model, batch, w, cfg.label_smoothing)
                 if technique is not None and hasattr(technique, "regularization"):
                     loss = loss + technique.regularization(model)  # e.g. AdaLoRA's orthogonality penalty
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optim)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optim.step()
+            scaler.step(optim)
+            scaler.update()
             state["step"] += 1
             state["pos"] += 1
             if technique is not None and hasattr(technique, "on_optimizer_step"):

@@ -254,3 +254,28 @@ def test_int8_isa_follows_cpu_flags():
     assert hardware.int8_isa(frozenset({"fp", "asimd", "asimddp"})) == "arm64"
     assert hardware.cpu_supports_bf16(frozenset({"amx_bf16"})) and not hardware.cpu_supports_bf16(frozenset({"avx2"}))
     assert hardware.amp_dtype("cuda") == torch.float16
+
+
+def test_execution_guided_prefers_a_candidate_that_answers(tmp_path):
+    """On a real database a candidate returning rows beats an earlier one that runs but returns nothing."""
+    from t2sql.inference.execution_guided import ExecutionChecker, GuidedStats, pick_runnable
+
+    db = tmp_path / "shop.sqlite"
+    conn = sqlite3.connect(db)
+    conn.executescript("CREATE TABLE item (name text, price int); INSERT INTO item VALUES ('pen', 2), ('ink', 5);")
+    conn.close()
+    context = "CREATE TABLE item (name text, price int)"
+    empty, null_row, answers = ("SELECT name FROM item WHERE price > 9", "SELECT max(price) FROM item WHERE price > 9",
+                                "SELECT name FROM item WHERE price > 3")
+    checker, stats = ExecutionChecker(), GuidedStats()
+    try:
+        assert pick_runnable(["SELECT nope FROM item", empty, null_row, answers], str(db), context, checker, stats) == 3
+        assert stats.later_ran == 1 and stats.executions == 4
+        # Nothing answers: the first candidate that runs.
+        assert pick_runnable(["SELECT nope FROM item", empty, null_row], str(db), context, checker, stats) == 1
+        # No database, only the schema (every table empty): the first that runs, no further execution.
+        before = stats.executions
+        assert pick_runnable([empty, answers], None, context, checker, stats) == 0
+        assert stats.executions == before + 1
+    finally:
+        checker.close()

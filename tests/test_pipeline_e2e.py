@@ -36,6 +36,14 @@ def test_run_directory_is_complete(flow_run):
             assert 0.0 <= metrics[key] <= 1.0
     assert metrics["latency_ms_p50"] > 0
     assert metrics["n_examples"] == 16
+    # The learning curve has validation loss and execution accuracy at every evaluation.
+    history = json.loads((run_dir / "report.json").read_text())["history"]
+    assert len(history) >= 2
+    for row in history:
+        assert row["val_loss"] > 0
+        assert 0.0 <= row["val_execution_accuracy"] <= 1.0
+        assert 0.0 <= row["val_execution_success"] <= 1.0
+    assert "val execution accuracy" in (run_dir / "report.md").read_text()
 
 
 def test_registry_has_champion(flow_run):

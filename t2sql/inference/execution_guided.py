@@ -3,8 +3,10 @@
 A candidate runs when SQLite parses and executes it without error on the question's database
 (opened read-only) or, when there is none, on an empty database built from the schema (the
 CREATE TABLE statements of the context): that still catches syntax errors, unknown tables and
-unknown columns, which are most execution failures of small models. When no candidate runs, the
-best beam is kept.
+unknown columns, which are most execution failures of small models. On a real database a
+candidate that returns an answer (a row with a non-NULL value) is preferred to one that runs but
+returns nothing, which is rarely what a question asks for; the first that runs is kept when none
+answers. When no candidate runs, the best beam is kept.
 """
 
 from __future__ import annotations
@@ -75,7 +77,16 @@ class ExecutionChecker:
         return self._conns[key]
 
     def runs(self, conn: sqlite3.Connection, sql: str) -> bool:
-        return bool(sql.strip()) and execute(conn, sql, timeout_s=self.timeout_s, row_cap=1).ok
+        return self.check(conn, sql)[0]
+
+    def check(self, conn: sqlite3.Connection, sql: str) -> tuple[bool, bool]:
+        """``(runs, answers)``: it executes without error; its first row holds a non-NULL value."""
+        if not sql.strip():
+            return False, False
+        result = execute(conn, sql, timeout_s=self.timeout_s, row_cap=1)
+        if not result.ok:
+            return False, False
+        return True, bool(result.rows) and any(v is not None for v in result.rows[0])
 
     def close(self) -> None:
         for conn in self._conns.values():
@@ -86,7 +97,11 @@ class ExecutionChecker:
 
 def pick_runnable(candidates: Sequence[str], db_path: str | os.PathLike[str] | None, context: str,
                   checker: ExecutionChecker, stats: GuidedStats | None = None) -> int:
-    """Index of the first candidate that runs (0 when none does or nothing can be checked).
+    """Index of the candidate to answer with (0 when none runs or nothing can be checked).
+
+    On the question's database: the first candidate that runs and returns an answer, else the
+    first that runs. On an empty database built from the schema (no rows to tell apart): the
+    first that runs.
 
     Args:
         candidates: SQL candidates, best first.
@@ -101,13 +116,22 @@ def pick_runnable(candidates: Sequence[str], db_path: str | os.PathLike[str] | N
     if conn is None:
         stats.unchecked += 1
         return 0
+    first_ran = None
     for i, sql in enumerate(candidates):
         stats.executions += 1
-        if checker.runs(conn, sql):
-            if i == 0:
-                stats.first_ran += 1
-            else:
-                stats.later_ran += 1
-            return i
-    stats.none_ran += 1
-    return 0
+        ran, answered = checker.check(conn, sql)
+        if ran and first_ran is None:
+            first_ran = i
+            if not db_path:
+                break
+        if ran and answered:
+            first_ran = i
+            break
+    if first_ran is None:
+        stats.none_ran += 1
+        return 0
+    if first_ran == 0:
+        stats.first_ran += 1
+    else:
+        stats.later_ran += 1
+    return first_ran

@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from t2sql.io import atomic_write_json, read_jsonl
-from t2sql.prompt import build_source, postprocess
+from t2sql.prompt import PromptOptions, postprocess
 
 log = logging.getLogger(__name__)
 
@@ -136,32 +136,25 @@ def is_correct(record: dict[str, Any], prediction: str, timeout_s: float = 5.0,
     return pred.ok and _rows_match(pred.rows, gold.rows, ordered)
 
 
-@torch.no_grad()
 def predict(model, tokenizer, records: list[dict[str, Any]], batch_size: int = 32, max_new_tokens: int = 128,
-            max_source_length: int = 512) -> list[str]:
-    """Greedy SQL for each record, in input order (inputs batched by length)."""
+            max_source_length: int = 512, prompt: PromptOptions | None = None) -> list[str]:
+    """Greedy SQL for each record, in input order, in the model's prompt format (as served)."""
+    from t2sql.recipes import greedy_translate
+
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    sources = [build_source(r["question"], r["context"]) for r in records]
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    out: list[str] = [""] * len(sources)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([sources[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_source_length).to(device)
-        ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
-        for i, text in zip(idx, tokenizer.batch_decode(ids, skip_special_tokens=True)):
-            out[i] = postprocess(text)
-    if was_training:
-        model.train()
-    return out
+    try:
+        return greedy_translate(model, tokenizer, records, prompt, batch_size=batch_size,
+                                max_new_tokens=max_new_tokens, max_source_length=max_source_length)
+    finally:
+        if was_training:
+            model.train()
 
 
 def score(model, tokenizer, records: list[dict[str, Any]], config: Config, max_source_length: int = 512,
-          gold_cache: dict[str, Any] | None = None) -> dict[str, bool]:
+          gold_cache: dict[str, Any] | None = None, prompt: PromptOptions | None = None) -> dict[str, bool]:
     """Record id -> whether the model answers it correctly."""
-    preds = predict(model, tokenizer, records, config.batch_size, config.max_new_tokens, max_source_length)
+    preds = predict(model, tokenizer, records, config.batch_size, config.max_new_tokens, max_source_length, prompt)
     return {str(r["id"]): is_correct(r, p, config.query_timeout_s, gold_cache) for r, p in zip(records, preds)}
 
 
@@ -227,7 +220,7 @@ def _round_technique(inner, first_round: bool, seen: dict[str, int]):
 # --------------------------------------------------------------------------------------------
 def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, config: Config,
         out_dir: str | os.PathLike[str], train_fn: Callable[..., Any], *, progress: bool = True,
-        records: Iterable[dict[str, Any]] | None = None):
+        records: Iterable[dict[str, Any]] | None = None, prompt: PromptOptions | None = None):
     """Train in rounds, up-weighting wrongly answered training examples, until validation stops improving.
 
     Args:
@@ -241,6 +234,8 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
         train_fn: ``t2sql.training.train_model`` (same signature).
         progress: show progress bars.
         records: the training records, when already in memory (default: read ``data["train"]``).
+        prompt: the prompt format the model is trained with; answers are decoded and post-processed
+            with it before they are scored.
 
     Returns:
         The ``TrainResult`` of the best round, with steps, tokens and time summed over all rounds
@@ -273,7 +268,7 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
                           progress=progress)
         results.append(result)
         seen.setdefault("total", result.global_step)
-        val_correct = score(model, tokenizer, scored_val, config, train_cfg.max_source_length, gold_cache)
+        val_correct = score(model, tokenizer, scored_val, config, train_cfg.max_source_length, gold_cache, prompt)
         val_acc = sum(val_correct.values()) / max(len(val_correct), 1)
         key = (val_acc, -float(result.best_val_loss))
         improved = best is None or key > best
@@ -286,7 +281,7 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
             log.info("iterative round %d: val accuracy %.3f, val loss %.4f%s", k, val_acc, result.best_val_loss,
                      "" if improved else " (no improvement, stopping)")
             break
-        correct = score(model, tokenizer, scored_train, config, train_cfg.max_source_length, gold_cache)
+        correct = score(model, tokenizer, scored_train, config, train_cfg.max_source_length, gold_cache, prompt)
         wrong = sum(not c for c in correct.values())
         row.update(train_scored=len(correct), train_wrong=wrong)
         rounds.append(row)
