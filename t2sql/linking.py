@@ -529,10 +529,41 @@ def question_word_spans(question: str) -> list[tuple[int, int]]:
     return [m.span() for m in _QWORD.finditer(question)][:MAX_WORDS]
 
 
-def mark_question(question: str) -> str:
-    """The question with a pointer before every word: ``w1 How w2 many w3 heads ...``."""
+def mark_question(question: str, links: dict[int, list[str]] | None = None) -> str:
+    """The question with a pointer before every word: ``w1 How w2 many w3 heads ...``.
+
+    ``links`` (word index from 0 -> table/column numbers, see :func:`question_links`) are written
+    after their word: ``w3 date c8``.
+    """
     spans = question_word_spans(question)
-    return " ".join(f"w{i} {question[a:b]}" for i, (a, b) in enumerate(spans, start=1))
+    links = links or {}
+    return " ".join(" ".join([f"w{i} {question[a:b]}", *links.get(i - 1, [])])
+                    for i, (a, b) in enumerate(spans, start=1))
+
+
+def question_links(question: str, lay: Layout, max_labels: int = 3) -> dict[int, list[str]]:
+    """The table and column numbers each question word names: word index (from 0) -> labels.
+
+    A word links to every table or column whose humanised name holds it (same stem); stop words
+    and generic words (``id``, ``number``) link to nothing; ``name`` links to the first name columns. Tables come before columns and
+    lower numbers first (linked tables are numbered first), at most ``max_labels`` per word.
+    """
+    index: dict[str, list[str]] = {}
+    for tid, tname in lay.tables.items():
+        for w in humanize(tname).split():
+            index.setdefault(_stem(w), []).append(tid)
+    for cid, (_, cname) in lay.columns.items():
+        for w in humanize(cname).split():
+            index.setdefault(_stem(w), []).append(cid)
+    out: dict[int, list[str]] = {}
+    for i, (a, b) in enumerate(question_word_spans(question)):
+        stem = _stem(question[a:b])
+        if len(stem) < 2 or not stem.isalpha() or (stem in _STOP and stem != "name"):
+            continue
+        labels = index.get(stem)
+        if labels:
+            out[i] = list(dict.fromkeys(labels))[:max_labels]
+    return out
 
 
 def _span_of(value: str, question: str, spans: list[tuple[int, int]]) -> tuple[int, int] | None:

@@ -65,6 +65,10 @@ class PromptOptions(BaseModel):
         default=False,
         description="Number the question's words (w1 How w2 many ...); the target writes a value that is a run "
         "of them as its first and last word numbers, postprocess puts the words back. Needs placeholders.")
+    question_links: bool = Field(
+        default=False,
+        description="Write after a question word the numbers of the tables and columns whose names hold it "
+        "(w3 date c8): the model copies a number from beside the word it reads. Needs value_pointers.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "PromptOptions":
@@ -74,6 +78,8 @@ class PromptOptions(BaseModel):
             raise ValueError("infer_joins needs placeholders: true")
         if self.value_pointers and not self.placeholders:
             raise ValueError("value_pointers needs placeholders: true")
+        if self.question_links and not self.value_pointers:
+            raise ValueError("question_links needs value_pointers: true")
         return self
 
     def extra_tokens(self) -> list[str]:
@@ -109,15 +115,15 @@ def build_source(question: str, context: str, opts: PromptOptions | None = None)
     if opts is None or opts.schema_format == "sql":
         return f"question: {question} schema: {context}"
     shown_q = question.lower() if opts.lowercase_question else question
+    lay = _layout(question, context, opts)
     if opts.value_pointers:
-        from t2sql.linking import mark_question
+        from t2sql.linking import mark_question, question_links
 
-        shown_q = mark_question(shown_q)
+        shown_q = mark_question(shown_q, question_links(question, lay) if opts.question_links and lay.text else None)
     elif opts.placeholders:
         from t2sql.linking import space_openers
 
         shown_q = space_openers(shown_q)
-    lay = _layout(question, context, opts)
     if not lay.text:
         return f"question: {shown_q} schema: {context}"
     return f"question: {shown_q} | {lay.text}"

@@ -66,6 +66,20 @@ def test_compact_source_numbers_names_and_marks_links():
                    "c7 year text")
 
 
+def test_question_links_write_the_numbers_a_word_names_beside_it():
+    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, value_pointers=True,
+                         question_links=True)
+    src = build_source(Q, CTX, opts)
+    assert src.startswith("question: w1 What w2 are w3 the w4 names w5 of w6 singers t1 c1 c6 w7 from w8 France "
+                          "w9 who w10 had w11 a w12 concert t2 c5 w13 in w14 2014 w15 ? | t1 singer [E] : c1 singer id")
+    # The target and its mapping back do not change: the numbers are the schema's.
+    plain = opts.model_copy(update={"question_links": False})
+    gold = "SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.singer_id WHERE T2.year = 2014"
+    assert build_target(gold, Q, CTX, opts) == build_target(gold, Q, CTX, plain)
+    with pytest.raises(ValidationError, match="question_links needs value_pointers"):
+        PromptOptions(schema_format="compact", placeholders=True, question_links=True)
+
+
 def test_target_points_at_columns_and_drops_inferable_join_conditions():
     gold = ("SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.singer_id "
             "WHERE T1.country = 'France' AND T2.year = '2014'")
