@@ -685,7 +685,9 @@ def _quote(name: str) -> str:
 
 def _add_join_conditions(text: str, lay: Layout) -> str:
     """Give every ``JOIN`` without ``ON``/``USING`` the condition :func:`join_condition` infers."""
-    if not re.search(r"\bJOIN\b", text, re.IGNORECASE):
+    from t2sql.data.schema import too_many_joins
+
+    if not re.search(r"\bJOIN\b", text, re.IGNORECASE) or too_many_joins(text):
         return text
     try:
         tree = sqlglot.parse_one(text, read="sqlite")

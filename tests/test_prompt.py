@@ -181,3 +181,16 @@ def test_prompt_section_of_the_shipped_recipes_loads():
         assert cfg.train.max_minutes == 25
         assert json.loads(cfg.prompt.model_dump_json()) == json.loads(PromptOptions.model_validate(
             cfg.prompt.model_dump()).model_dump_json())
+
+
+def test_degenerate_output_with_dozens_of_joins_is_postprocessed_at_once():
+    """sqlglot's parse time doubles per JOIN; a model's runaway output must not stall decoding."""
+    import time
+
+    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, infer_joins=True,
+                         snap_values=True, repair=True)
+    text = "SELECT c2 FROM t1 " + "JOIN t2 " * 40
+    t0 = time.perf_counter()
+    out = postprocess(text, Q, CTX, opts)
+    assert time.perf_counter() - t0 < 2.0
+    assert out.startswith("SELECT singer.name FROM singer JOIN concert JOIN concert")

@@ -133,7 +133,9 @@ def remove_distinct(sql: str) -> str:
 
     The text is returned unchanged when it has no DISTINCT or cannot be parsed.
     """
-    if "distinct" not in sql.lower():
+    from t2sql.data.schema import too_many_joins
+
+    if "distinct" not in sql.lower() or too_many_joins(sql):
         return sql
     try:
         tree = sqlglot.parse_one(sql, read="sqlite")

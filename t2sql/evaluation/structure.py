@@ -76,6 +76,10 @@ def parse_sql(sql: str) -> exp.Expression:
     text = (sql or "").strip().rstrip(";").strip()
     if not text:
         raise SqlStructureError("parse", "empty query")
+    from t2sql.data.schema import MAX_PARSED_JOINS, too_many_joins
+
+    if too_many_joins(text):
+        raise SqlStructureError("parse", f"more than {MAX_PARSED_JOINS} JOINs: not parsed")
     try:
         statements = [s for s in sqlglot.parse(text, read="sqlite") if s is not None]
     except (sqlglot.errors.SqlglotError, RecursionError, ValueError, TypeError) as exc:
