@@ -54,12 +54,10 @@ def flush_denormals() -> None:
     cores compute on 10-100x more slowly: a 600-step-trained model's training step took 2.8 s
     instead of 1.3 s here, with the same batch (``benchmarks/step_time.py``). The setting is per
     OS thread and inherited by threads created afterwards, so it is made before models are built
-    or loaded. Values below 1.2e-38 do not matter to training or decoding.
+    or loaded (by :func:`set_threads`, :func:`load_model` and ``finetune``), not on import.
+    Values below 1.2e-38 do not matter to training or decoding.
     """
     torch.set_flush_denormal(True)
-
-
-flush_denormals()
 
 
 def set_threads(num_threads: int | None) -> int:

@@ -16,6 +16,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def ieee_floats():
+    """Leave the processor's float mode as IEEE-754 asks after each test.
+
+    Training and loading flush subnormal floats to zero (``t2sql.modeling.flush_denormals``), a
+    per-thread processor setting; Hypothesis refuses to generate floats while it is on.
+    """
+    yield
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
+
+
 @pytest.fixture
 def sample_dir() -> Path:
     return SAMPLE
