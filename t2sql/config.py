@@ -184,7 +184,6 @@ class EvalConfig(Strict):
     slow_query_min_ms: float = Field(default=1.0, ge=0)
     report_samples: int = Field(default=8, ge=0, description="Sample successes and failures in the report.")
 
-
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:

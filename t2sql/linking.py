@@ -33,7 +33,7 @@ import sqlglot
 from sqlglot import exp
 
 from t2sql.data.normalize import unquote_identifier
-from t2sql.data.schema import coarse_type
+from t2sql.data.schema import coarse_type, too_many_joins
 
 #: Placeholder tokens the tokenizer keeps whole (see :func:`placeholder_tokens`).
 MAX_TABLES = 64
@@ -545,8 +545,9 @@ def question_links(question: str, lay: Layout, max_labels: int = 3) -> dict[int,
     """The table and column numbers each question word names: word index (from 0) -> labels.
 
     A word links to every table or column whose humanised name holds it (same stem); stop words
-    and generic words (``id``, ``number``) link to nothing; ``name`` links to the first name columns. Tables come before columns and
-    lower numbers first (linked tables are numbered first), at most ``max_labels`` per word.
+    and generic words (``id``, ``number``) link to nothing; ``name`` links to the first name
+    columns. Tables come before columns and lower numbers first (linked tables are numbered
+    first), at most ``max_labels`` per word.
     """
     index: dict[str, list[str]] = {}
     for tid, tname in lay.tables.items():
@@ -685,8 +686,6 @@ def _quote(name: str) -> str:
 
 def _add_join_conditions(text: str, lay: Layout) -> str:
     """Give every ``JOIN`` without ``ON``/``USING`` the condition :func:`join_condition` infers."""
-    from t2sql.data.schema import too_many_joins
-
     if not re.search(r"\bJOIN\b", text, re.IGNORECASE) or too_many_joins(text):
         return text
     try:

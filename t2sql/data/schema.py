@@ -56,7 +56,6 @@ def _bare_ok(name: str) -> bool:
     return isinstance(col, exp.Column) and col.name == name
 
 
-
 # sqlglot's parse time doubles with every JOIN past about ten (16 chained JOINs: 1.2 s, 24: minutes);
 # a model's degenerate output can chain dozens. Text with more is treated as unparseable.
 MAX_PARSED_JOINS = 12
@@ -66,6 +65,7 @@ _JOIN = re.compile(r"\bJOIN\b", re.IGNORECASE)
 def too_many_joins(sql: str) -> bool:
     """True when ``sql`` chains more than :data:`MAX_PARSED_JOINS` JOINs (refused before parsing)."""
     return len(_JOIN.findall(sql)) > MAX_PARSED_JOINS
+
 
 def quote_identifier(name: str) -> str:
     """``name`` as written in SQL: bare when that is safe in SQLite, else in double quotes."""
