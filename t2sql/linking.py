@@ -190,10 +190,25 @@ def humanize(name: str) -> str:
 
 
 def _stem(word: str) -> str:
+    """A light plural stemmer shared by question words and schema names.
+
+    ``names``/``name`` -> ``name``, ``cities``/``city`` -> ``city``, ``movies``/``movie`` -> ``movy``,
+    ``addresses``/``address`` -> ``address``, ``boxes`` -> ``box``; ``status``, ``class`` and
+    ``analysis`` stay whole. Both sides of a match go through it, so only agreement matters.
+    """
     w = word.lower()
-    for suffix in ("ies", "es", "s"):
-        if len(w) > 3 and w.endswith(suffix):
-            return w[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    if len(w) <= 3:
+        return w
+    if w.endswith("ies"):
+        return w[:-3] + "y"
+    if w.endswith("ie"):
+        return w[:-2] + "y"
+    if w.endswith(("sses", "shes", "ches", "xes", "zes")):
+        return w[:-2]
+    if w.endswith(("ss", "us", "is")):
+        return w
+    if w.endswith("s"):
+        return w[:-1]
     return w
 
 

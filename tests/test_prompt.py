@@ -61,7 +61,7 @@ def test_compact_source_numbers_names_and_marks_links():
     opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True)
     src = build_source(Q, CTX, opts)
     assert src == ("question: What are the names of singers from France who had a concert in 2014? | "
-                   "t1 singer [E] : c1 singer id number [P] , c2 name text , c3 country text [V] ( 'France' ) , "
+                   "t1 singer [E] : c1 singer id number [P] , c2 name text [E] , c3 country text [V] ( 'France' ) , "
                    "c4 age number | t2 concert [E] : c5 concert id number [P] , c6 singer id number [P] , "
                    "c7 year text")
 
@@ -70,7 +70,7 @@ def test_question_links_write_the_numbers_a_word_names_beside_it():
     opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, value_pointers=True,
                          question_links=True)
     src = build_source(Q, CTX, opts)
-    assert src.startswith("question: w1 What w2 are w3 the w4 names w5 of w6 singers t1 c1 c6 w7 from w8 France "
+    assert src.startswith("question: w1 What w2 are w3 the w4 names c2 w5 of w6 singers t1 c1 c6 w7 from w8 France "
                           "w9 who w10 had w11 a w12 concert t2 c5 w13 in w14 2014 w15 ? | t1 singer [E] : c1 singer id")
     # The target and its mapping back do not change: the numbers are the schema's.
     plain = opts.model_copy(update={"question_links": False})
@@ -78,6 +78,14 @@ def test_question_links_write_the_numbers_a_word_names_beside_it():
     assert build_target(gold, Q, CTX, opts) == build_target(gold, Q, CTX, plain)
     with pytest.raises(ValidationError, match="question_links needs value_pointers"):
         PromptOptions(schema_format="compact", placeholders=True, question_links=True)
+
+
+def test_plural_question_words_link_to_singular_names():
+    # ``names`` must meet ``name`` and ``codes`` ``code``; a plural never loses its stem's final e.
+    lay = layout("List the names and type codes of the cities.",
+                 "CREATE TABLE city (city_id NUMBER, name TEXT, type_code TEXT, status TEXT)",
+                 shuffle_tables=False, column_types=False)
+    assert lay.text == "t1 city [E] : c1 city id [P] , c2 name [E] , c3 type code [E] , c4 status"
 
 
 def test_target_points_at_columns_and_drops_inferable_join_conditions():
