@@ -92,6 +92,11 @@ class ModelConfig(Strict):
     num_decoder_layers: int = Field(default=3, ge=1)
     num_heads: int = Field(default=4, ge=1)
     dropout_rate: float = Field(default=0.1, ge=0.0, lt=1.0)
+    copy_head: bool = Field(
+        default=False,
+        description="Built models only: add a pointer-generator head that copies source tokens "
+                    "(placeholders, values) by attention (t2sql.copyhead); served by the PyTorch backends.",
+    )
 
 
 class TrainConfig(Strict):

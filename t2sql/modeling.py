@@ -132,10 +132,15 @@ def hub_reachable(timeout_s: float = 2.0) -> bool:
 
 
 def build_t5(cfg, tokenizer):
-    """A randomly initialised T5 shaped by a ``ModelConfig``."""
+    """A randomly initialised T5 shaped by a ``ModelConfig`` (with a copy head when ``cfg.copy_head``)."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config = T5Config(
+    config_cls, model_cls = T5Config, T5ForConditionalGeneration
+    if getattr(cfg, "copy_head", False):
+        from t2sql.copyhead import T5CopyConfig, T5CopyForConditionalGeneration
+
+        config_cls, model_cls = T5CopyConfig, T5CopyForConditionalGeneration
+    config = config_cls(
         vocab_size=len(tokenizer),
         d_model=cfg.d_model,
         d_ff=cfg.d_ff,
@@ -151,7 +156,7 @@ def build_t5(cfg, tokenizer):
         tie_word_embeddings=True,
     )
     with MODEL_LOCK:
-        return T5ForConditionalGeneration(config)
+        return model_cls(config)
 
 
 def load_model(path: str | os.PathLike[str], device: torch.device | str | None = None):
@@ -167,6 +172,8 @@ def load_model(path: str | os.PathLike[str], device: torch.device | str | None =
 
 def _load_model(path: str | os.PathLike[str], device: torch.device | str | None = None):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    import t2sql.copyhead  # noqa: F401  (registers the copy-head architecture with the Auto classes)
 
     marker = Path(path) / TECHNIQUE_MARKER
     if marker.is_file():

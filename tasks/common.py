@@ -1,12 +1,33 @@
-"""Shared task settings: cache on inputs and task source, results persisted under the work dir."""
+"""Shared task settings: cache on inputs, task source and library source; results persisted under the work dir."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from datetime import timedelta
+from pathlib import Path
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
-CACHE = INPUTS + TASK_SOURCE
+import t2sql
+
+
+@functools.lru_cache(maxsize=1)
+def library_fingerprint() -> str:
+    """A digest of the ``t2sql`` package's source: a new prompt format or training loop is a cache miss."""
+    digest = hashlib.sha256()
+    root = Path(t2sql.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _library_key(context, parameters) -> str:
+    return library_fingerprint()
+
+
+CACHE = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_library_key)
 CACHED = {"cache_policy": CACHE, "persist_result": True, "cache_expiration": timedelta(days=30)}
 
 
