@@ -98,15 +98,20 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
 
     Raises:
         RuntimeError: the export did not produce the three graphs.
+        ValueError: the model has a copy head.
     """
     import torch
     from optimum.exporters.onnx import onnx_export_from_model
 
     from t2sql.compression.loading import load_servable
+    from t2sql.copyhead import MODEL_TYPE as COPY_MODEL_TYPE
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     stamp = source_stamp(model_dir)
     model, tokenizer = load_servable(model_dir, "cpu")
+    if getattr(model.config, "model_type", "") == COPY_MODEL_TYPE:
+        raise ValueError(f"{model_dir} has a copy head (model.copy_head), which ONNX export does not support; "
+                         "serve it with a PyTorch backend (torch-fp32, torch-amp, torch-int8)")
     model = model.float().eval()
     tmp = _tmp_dir(out_dir)
     try:

@@ -227,6 +227,8 @@ def load(path: str | os.PathLike[str]):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    import t2sql.copyhead  # noqa: F401  (copy-head models load through the Auto classes)
+
     path = Path(path)
     marker = json.loads((path / TECHNIQUE_MARKER).read_text())
     if marker.get("technique") != NAME or marker.get("format_version") != FORMAT_VERSION:

@@ -322,6 +322,8 @@ def load(path: str | Path):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    import t2sql.copyhead  # noqa: F401  (copy-head models load through the Auto classes)
+
     path = Path(path)
     marker = json.loads((path / TECHNIQUE_MARKER).read_text())
     if marker.get("format_version") != FORMAT_VERSION:
