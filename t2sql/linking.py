@@ -278,7 +278,7 @@ def _show_table_name(name: str) -> str:
 @functools.lru_cache(maxsize=8192)
 def layout(question: str, context: str, placeholders: bool = True, link_marks: bool = True,
            shuffle_tables: bool = False, column_types: bool = True, sample_values: int = 0,
-           linked_first: bool = True) -> Layout:
+           linked_first: bool = True, linked_only: bool = False) -> Layout:
     """Number the schema of ``context`` for ``question`` and write it compactly.
 
     Args:
@@ -293,6 +293,8 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         sample_values: show up to this many sample values per column from the context comments;
             values that occur in the question are always shown first.
         linked_first: tables with a link mark come first (so truncation drops unlinked ones).
+        linked_only: show only the tables with a link mark (on the table, a column or a value);
+            all tables when none has one.
 
     Returns:
         A :class:`Layout`; its ``text`` is empty when the context has no readable table.
@@ -333,6 +335,8 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         rendered.append((table, linked, cols))
     if linked_first and link_marks:
         rendered.sort(key=lambda r: not r[1])
+    if linked_only and link_marks and any(r[1] for r in rendered):
+        rendered = [r for r in rendered if r[1]]
     segments = []
     n_col = 0
     for k, (table, linked, cols) in enumerate(rendered, start=1):

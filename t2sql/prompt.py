@@ -70,6 +70,12 @@ class PromptOptions(BaseModel):
         description="Write after a question word the numbers of the tables and columns whose names hold it "
         "(w3 date c8): the model copies a number from beside the word it reads. Needs value_pointers.")
 
+    linked_tables_only: bool = Field(
+        default=False,
+        description="Show only the tables the question links to (a link mark on the table or one of its "
+        "columns), all of them when none is linked: shorter inputs train faster. Training skips examples whose "
+        "gold query reads a table left out. Needs link_marks.")
+
     @model_validator(mode="after")
     def _consistent(self) -> "PromptOptions":
         if self.placeholders and self.schema_format != "compact":
@@ -80,6 +86,8 @@ class PromptOptions(BaseModel):
             raise ValueError("value_pointers needs placeholders: true")
         if self.question_links and not self.value_pointers:
             raise ValueError("question_links needs value_pointers: true")
+        if self.linked_tables_only and not (self.link_marks and self.schema_format == "compact"):
+            raise ValueError("linked_tables_only needs schema_format: compact and link_marks: true")
         return self
 
     def extra_tokens(self) -> list[str]:
@@ -96,7 +104,7 @@ def _layout(question: str, context: str, opts: PromptOptions):
 
     return layout(question, context, placeholders=opts.placeholders, link_marks=opts.link_marks,
                   shuffle_tables=opts.shuffle_tables, column_types=opts.column_types,
-                  sample_values=opts.sample_values)
+                  sample_values=opts.sample_values, linked_only=opts.linked_tables_only)
 
 
 def build_source(question: str, context: str, opts: PromptOptions | None = None) -> str:
@@ -138,19 +146,29 @@ def build_target(answer: str, question: str, context: str, opts: PromptOptions |
     answer = _WS.sub(" ", answer).strip()
     if opts is None or not opts.placeholders:
         return answer
-    from t2sql.linking import TargetError, to_placeholder_sql
-
     question = _WS.sub(" ", question).strip()
     context = _WS.sub(" ", context).strip()
     lay = _layout(question, context, opts)
     if not lay.text:
         return answer
+    target = placeholder_target(answer, question, context, opts, lay)
+    return answer if target is None else target
+
+
+def placeholder_target(answer: str, question: str, context: str, opts: PromptOptions, lay=None) -> str | None:
+    """The placeholder target of ``answer``, or None when it cannot be written with the shown schema."""
+    from t2sql.linking import TargetError, to_placeholder_sql
+
+    answer = _WS.sub(" ", answer).strip()
+    question = _WS.sub(" ", question).strip()
+    if lay is None:
+        lay = _layout(question, _WS.sub(" ", context).strip(), opts)
     try:
         return to_placeholder_sql(answer, lay, infer_joins=opts.infer_joins,
                                   question=question if opts.value_pointers else None)
     except TargetError as exc:
-        log.debug("target kept as written (%s): %s", exc, answer)
-        return answer
+        log.debug("no placeholder target (%s): %s", exc, answer)
+        return None
 
 
 def postprocess(text: str, question: str = "", context: str = "", opts: PromptOptions | None = None) -> str:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from t2sql.io import atomic_open, atomic_write_json, read_jsonl
 from t2sql.modeling import count_parameters, pick_device, set_threads
-from t2sql.prompt import PromptOptions, build_source, build_target
+from t2sql.prompt import PromptOptions, build_source, build_target, placeholder_target
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,20 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
                 limit: int | None = None, prompt: PromptOptions | None = None) -> Encoded:
     """Tokenize a JSONL file of records into source and target id lists (truncated, with EOS)."""
     ids, srcs, tgts = [], [], []
+    left_out = 0
     for i, rec in enumerate(read_jsonl(path)):
         if limit is not None and i >= limit:
             break
+        if prompt is not None and prompt.linked_tables_only and prompt.placeholders \
+                and placeholder_target(rec["answer"], rec["question"], rec["context"], prompt) is None:
+            left_out += 1  # the gold query reads a table the pruned schema does not show
+            continue
         ids.append(str(rec.get("id", i)))
         srcs.append(build_source(rec["question"], rec["context"], prompt))
         tgts.append(build_target(rec["answer"], rec["question"], rec["context"], prompt))
+    if left_out:
+        log.info("%s: %d examples left out (their gold query reads a table linked_tables_only does not show)",
+                 path, left_out)
     enc_s = tokenizer(srcs, truncation=True, max_length=max_source_length)["input_ids"] if srcs else []
     enc_t = tokenizer(tgts, truncation=True, max_length=max_target_length)["input_ids"] if tgts else []
     return Encoded(ids, enc_s, enc_t)

@@ -202,3 +202,33 @@ def test_degenerate_output_with_dozens_of_joins_is_postprocessed_at_once():
     out = postprocess(text, Q, CTX, opts)
     assert time.perf_counter() - t0 < 2.0
     assert out.startswith("SELECT singer.name FROM singer JOIN concert JOIN concert")
+
+
+def test_linked_tables_only_shows_the_tables_a_question_names_and_training_skips_the_rest(tmp_path):
+    ctx = ("CREATE TABLE singer (singer_id NUMBER, name TEXT, country TEXT); "
+           "CREATE TABLE stadium (stadium_id NUMBER, capacity NUMBER); "
+           "CREATE TABLE concert (concert_id NUMBER, singer_id NUMBER, year TEXT)")
+    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
+                         linked_tables_only=True)
+    q = "What are the names of singers?"
+    assert build_source(q, ctx, opts) == ("question: What are the names of singers? | t1 singer [E] : c1 singer id [P] , "
+                                          "c2 name [E] , c3 country | t2 concert : c4 concert id , c5 singer id [P] , "
+                                          "c6 year")
+    assert build_target("SELECT name FROM singer", q, ctx, opts) == "SELECT c2 FROM t1"
+    assert postprocess("SELECT c2 FROM t1", q, ctx, opts) == "SELECT name FROM singer"
+    # No table linked: the whole schema is shown.
+    assert "stadium" in build_source("How big is it?", ctx, opts)
+    with pytest.raises(ValidationError, match="linked_tables_only needs"):
+        PromptOptions(schema_format="compact", link_marks=False, linked_tables_only=True)
+
+    from t2sql.modeling import train_tokenizer
+    from t2sql.training import encode_file
+
+    rows = [{"id": "a", "question": q, "context": ctx, "answer": "SELECT name FROM singer"},
+            {"id": "b", "question": q, "context": ctx, "answer": "SELECT capacity FROM stadium"}]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = train_tokenizer([build_source(q, ctx, opts), "SELECT c2 FROM t1"] * 5, 300)
+    enc = encode_file(path, tok, 128, 32, prompt=opts)
+    assert enc.ids == ["a"]  # stadium is not shown for this question: nothing to point at
+    assert len(encode_file(path, tok, 128, 32, prompt=opts.model_copy(update={"linked_tables_only": False})).ids) == 2
