@@ -455,6 +455,8 @@ def to_placeholder_sql(sql: str, lay: Layout, infer_joins: bool = True, question
         for t in tables:
             if lay.schema.table(t.name) is None:
                 raise TargetError(f"unknown table {t.name}")
+            if t.name.lower() not in lay.table_ids:
+                raise TargetError(f"table {t.name} is not shown")
             amap[(t.alias or t.name).lower()] = t.name.lower()
             amap.setdefault(t.name.lower(), t.name.lower())
         scopes[id(select)] = amap

@@ -225,10 +225,12 @@ def test_linked_tables_only_shows_the_tables_a_question_names_and_training_skips
     from t2sql.training import encode_file
 
     rows = [{"id": "a", "question": q, "context": ctx, "answer": "SELECT name FROM singer"},
-            {"id": "b", "question": q, "context": ctx, "answer": "SELECT capacity FROM stadium"}]
+            {"id": "b", "question": q, "context": ctx, "answer": "SELECT capacity FROM stadium"},
+            {"id": "c", "question": q, "context": ctx,
+             "answer": "SELECT T1.name FROM singer AS T1 JOIN stadium AS T2 ON T1.singer_id = T2.stadium_id"}]
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tok = train_tokenizer([build_source(q, ctx, opts), "SELECT c2 FROM t1"] * 5, 300)
     enc = encode_file(path, tok, 128, 32, prompt=opts)
     assert enc.ids == ["a"]  # stadium is not shown for this question: nothing to point at
-    assert len(encode_file(path, tok, 128, 32, prompt=opts.model_copy(update={"linked_tables_only": False})).ids) == 2
+    assert len(encode_file(path, tok, 128, 32, prompt=opts.model_copy(update={"linked_tables_only": False})).ids) == 3
