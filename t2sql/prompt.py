@@ -72,9 +72,9 @@ class PromptOptions(BaseModel):
 
     linked_tables_only: bool = Field(
         default=False,
-        description="Show only the tables the question links to (a link mark on the table or one of its "
-        "columns), all of them when none is linked: shorter inputs train faster. Training skips examples whose "
-        "gold query reads a table left out. Needs link_marks.")
+        description="Show only the tables the question links to (a link mark on the table, one of its "
+        "columns or a stored value), all of them when none is linked: shorter inputs train faster. Training "
+        "skips examples whose gold query reads a table left out. Needs link_marks.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "PromptOptions":

@@ -88,13 +88,16 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
     for i, rec in enumerate(read_jsonl(path)):
         if limit is not None and i >= limit:
             break
-        if prompt is not None and prompt.linked_tables_only and prompt.placeholders \
-                and placeholder_target(rec["answer"], rec["question"], rec["context"], prompt) is None:
-            left_out += 1  # the gold query reads a table the pruned schema does not show
-            continue
+        if prompt is not None and prompt.linked_tables_only and prompt.placeholders:
+            target = placeholder_target(rec["answer"], rec["question"], rec["context"], prompt)
+            if target is None:
+                left_out += 1  # the gold query reads a table the pruned schema does not show
+                continue
+        else:
+            target = build_target(rec["answer"], rec["question"], rec["context"], prompt)
         ids.append(str(rec.get("id", i)))
         srcs.append(build_source(rec["question"], rec["context"], prompt))
-        tgts.append(build_target(rec["answer"], rec["question"], rec["context"], prompt))
+        tgts.append(target)
     if left_out:
         log.info("%s: %d examples left out (their gold query reads a table linked_tables_only does not show)",
                  path, left_out)
