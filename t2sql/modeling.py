@@ -136,7 +136,7 @@ def build_t5(cfg, tokenizer):
     from transformers import T5Config, T5ForConditionalGeneration
 
     config_cls, model_cls = T5Config, T5ForConditionalGeneration
-    if getattr(cfg, "copy_head", False):
+    if cfg.copy_head:
         from t2sql.copyhead import T5CopyConfig, T5CopyForConditionalGeneration
 
         config_cls, model_cls = T5CopyConfig, T5CopyForConditionalGeneration

@@ -69,7 +69,6 @@ class PromptOptions(BaseModel):
         default=False,
         description="Write after a question word the numbers of the tables and columns whose names hold it "
         "(w3 date c8): the model copies a number from beside the word it reads. Needs value_pointers.")
-
     linked_tables_only: bool = Field(
         default=False,
         description="Show only the tables the question links to (a link mark on the table, one of its "

@@ -15,6 +15,8 @@ from itertools import permutations, product
 import sqlglot
 from sqlglot import exp
 
+from t2sql.data.schema import too_many_joins
+
 REL_TOL = 1e-6
 ABS_TOL = 1e-9
 _SIG_DIGITS = 6  # floats are compared through a rounding to this many significant digits first
@@ -133,8 +135,6 @@ def remove_distinct(sql: str) -> str:
 
     The text is returned unchanged when it has no DISTINCT or cannot be parsed.
     """
-    from t2sql.data.schema import too_many_joins
-
     if "distinct" not in sql.lower() or too_many_joins(sql):
         return sql
     try:

@@ -29,6 +29,8 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
+from t2sql.data.schema import MAX_PARSED_JOINS, too_many_joins
+
 from t2sql.evaluation.schema import DbSchema
 
 AGG_OPS = ("none", "max", "min", "count", "sum", "avg")
@@ -76,8 +78,6 @@ def parse_sql(sql: str) -> exp.Expression:
     text = (sql or "").strip().rstrip(";").strip()
     if not text:
         raise SqlStructureError("parse", "empty query")
-    from t2sql.data.schema import MAX_PARSED_JOINS, too_many_joins
-
     if too_many_joins(text):
         raise SqlStructureError("parse", f"more than {MAX_PARSED_JOINS} JOINs: not parsed")
     try:

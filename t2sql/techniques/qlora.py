@@ -84,8 +84,6 @@ def quantize(model, quantization: str, device: torch.device | str = "cpu", block
     """
     from transformers import AutoModelForSeq2SeqLM
 
-    import t2sql.copyhead  # noqa: F401  (copy-head models load through the Auto classes)
-
     with tempfile.TemporaryDirectory(prefix="t2sql-qlora-") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         qmodel = AutoModelForSeq2SeqLM.from_pretrained(
@@ -143,8 +141,6 @@ def dequantized_model(model):
     import bitsandbytes as bnb
     from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForSeq2SeqLM
-
-    import t2sql.copyhead  # noqa: F401  (copy-head models load through the Auto classes)
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = inner.config.__class__.from_dict(inner.config.to_dict())
