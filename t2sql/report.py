@@ -28,13 +28,15 @@ HEADLINE_METRICS = (
     ("exact_match", "exact match (normalised SQL)"), ("bleu", "BLEU"), ("parse_rate", "parses"),
     ("execution_success_rate", "executes"), ("execution_accuracy_database", "execution accuracy, real databases"),
     ("execution_accuracy_fuzz", "execution accuracy, generated databases"),
+    ("execution_accuracy_informative", "execution accuracy, gold result not empty or zero"),
     ("fuzz_disagreement", "generated-database verdict disagrees with exact match"),
     ("latency_ms_p50", "latency p50 (ms)"), ("latency_ms_p95", "latency p95 (ms)"),
     ("slow_query_share", "predictions > 2x slower than gold"), ("n_examples", "examples"),
     ("n_with_database", "with a database"), ("n_schema_only", "schema only"),
 )
 _FRACTIONS = {"execution_accuracy", "exact_set_match", "exact_match", "parse_rate", "execution_success_rate",
-              "execution_accuracy_database", "execution_accuracy_fuzz", "fuzz_disagreement", "slow_query_share",
+              "execution_accuracy_database", "execution_accuracy_fuzz", "execution_accuracy_informative",
+              "fuzz_disagreement", "slow_query_share",
               "accuracy", "val_execution_accuracy", "ci_low", "ci_high", "share", "f1", "acc", "rec"}
 
 

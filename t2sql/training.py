@@ -103,6 +103,9 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
                  path, left_out)
     enc_s = tokenizer(srcs, truncation=True, max_length=max_source_length)["input_ids"] if srcs else []
     enc_t = tokenizer(tgts, truncation=True, max_length=max_target_length)["input_ids"] if tgts else []
+    cls = getattr(tokenizer, "cls_token_id", None)
+    if cls is not None:  # a BERT-style tokenizer: the decoder starts from [CLS] and need not learn to write it
+        enc_t = [t[1:] if t and t[0] == cls else t for t in enc_t]
     return Encoded(ids, enc_s, enc_t)
 
 
@@ -172,6 +175,22 @@ def seq2seq_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | 
 # --------------------------------------------------------------------------------------------
 # Schedule, precision
 # --------------------------------------------------------------------------------------------
+def param_groups(model, weight_decay: float, encoder_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only; the encoder's weights at ``encoder_lr_scale`` of the rate.
+
+    Each group carries ``lr_scale``, which the schedule multiplies into its learning rate.
+    """
+    groups: dict[tuple[bool, bool], list[torch.Tensor]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        in_encoder = encoder_lr_scale != 1.0 and (name.startswith("encoder.") or ".encoder." in name)
+        groups.setdefault((p.ndim >= 2, in_encoder), []).append(p)
+    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0,
+             "lr_scale": encoder_lr_scale if enc else 1.0}
+            for (decay, enc), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
+
+
 def lr_factor(progress: float, schedule: str, warmup: float) -> float:
     """Multiplier of the peak learning rate at ``progress`` in [0, 1] of the run."""
     if warmup > 0 and progress < warmup:
@@ -353,10 +372,7 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
         eval_every = max(1, min(eval_every, total_steps // 10 or 1))
 
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
+    optim = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.encoder_lr_scale), lr=cfg.learning_rate)
     trainable, total = count_parameters(model)
     # fp16 autocast on a GPU needs loss scaling (bf16 and fp32 do not); disabled, the scaler is a no-op.
     fp16 = device.type == "cuda" and (cfg.precision == "fp16" or (
@@ -429,7 +445,7 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
                 break
             lr = cfg.learning_rate * lr_factor(progress_frac, cfg.lr_schedule, cfg.warmup_ratio)
             for g in optim.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_scale", 1.0)
             batch = collate(train, idx, pad_id, device)
             w = weights[idx].to(device) if weights is not None else None
             with autocast_context(cfg.precision, device):

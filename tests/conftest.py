@@ -36,6 +36,19 @@ def sample_dir() -> Path:
     return SAMPLE
 
 
+@pytest.fixture(scope="module")
+def sample_splits(tmp_path_factory):
+    """Train/validation/test splits of five sample Spider databases (prepared once per module)."""
+    from t2sql.config import DataConfig, SourceConfig
+    from t2sql.data import prepare_data
+
+    out = tmp_path_factory.mktemp("data")
+    cfg = DataConfig(sources=[SourceConfig(kind="spider", path=str(SAMPLE), databases=["club_1", "gymnast", "musical",
+                                                                                        "wrestler", "climbing"])],
+                     val_fraction=0.2, test_fraction=0.2)
+    return prepare_data(cfg, out, seed=1)
+
+
 TINY_MODEL = {"base_model": "t5-small", "vocab_size": 600, "d_model": 32, "d_ff": 64, "d_kv": 16, "num_layers": 1,
               "num_decoder_layers": 1, "num_heads": 2, "dropout_rate": 0.0}
 

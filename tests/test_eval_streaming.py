@@ -56,12 +56,17 @@ def test_records_are_read_one_batch_ahead_at_most(tmp_path):
     assert m["n_examples"] == 40 and m["execution_accuracy"] == 1.0 and pulled["records"] == 40
 
 
-def test_metrics_on_a_small_database(tmp_path):
+def shop_db(tmp_path, rows: str):
+    """A one-table SQLite shop (item: id, name, price) holding ``rows`` (an SQL VALUES list)."""
     db = tmp_path / "shop.sqlite"
     conn = sqlite3.connect(db)
-    conn.executescript("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL);"
-                       "INSERT INTO item VALUES (1, 'pen', 1.5), (2, 'book', 12.0), (3, 'ink', 4.0);")
+    conn.executescript(f"CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL); INSERT INTO item VALUES {rows};")
     conn.close()
+    return db
+
+
+def test_metrics_on_a_small_database(tmp_path):
+    db = shop_db(tmp_path, "(1, 'pen', 1.5), (2, 'book', 12.0), (3, 'ink', 4.0)")
     base = {"context": "CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT, price REAL)", "db_id": "shop",
             "db_path": str(db), "source": "spider"}
     golds = ["SELECT name FROM item WHERE price > 2", "SELECT count(*) FROM item", "SELECT max(price) FROM item",
@@ -151,3 +156,22 @@ def test_predictions_much_slower_than_gold_are_flagged(tmp_path):
     assert [x["execution_match"] for x in lines] == [True, True]
     assert lines[0]["slow_query"] is True and lines[0]["pred_exec_ms"] > 2 * lines[0]["gold_exec_ms"]
     assert m["slow_query_share"] == pytest.approx(0.5 if lines[1]["slow_query"] is False else 1.0)
+
+
+def test_empty_or_zero_gold_results_are_counted_apart(tmp_path):
+    db = shop_db(tmp_path, "(1, 'pen', 1.5), (2, 'book', 12.0)")
+    base = {"context": "", "db_id": "shop", "db_path": str(db), "source": "spider"}
+    cases = [  # (gold, prediction): a wrong query matches an empty gold result and a count of 0
+        ("SELECT name FROM item WHERE name = 'cap'", "SELECT name FROM item WHERE name = 'hat'"),
+        ("SELECT count(*) FROM item WHERE price > 100", "SELECT count(*) FROM item WHERE price > 50"),
+        ("SELECT name FROM item WHERE price > 2", "SELECT name FROM item WHERE price > 2"),
+        ("SELECT count(*) FROM item", "SELECT count(*) FROM item WHERE price > 2"),
+        ("SELECT name FROM item", ""),
+    ]
+    records = [{**base, "id": str(i), "question": f"q{i}", "answer": g} for i, (g, _) in enumerate(cases)]
+    m = evaluate_predictions(records, [p for _, p in cases], EvalConfig(), tmp_path / "out")
+    assert m["execution_accuracy"] == pytest.approx(3 / 5)
+    assert m["n_informative"] == 3
+    assert m["execution_accuracy_informative"] == pytest.approx(1 / 3)
+    lines = [json.loads(x) for x in (tmp_path / "out" / PREDICTIONS_FILE).read_text().splitlines()]
+    assert [x.get("gold_informative") for x in lines] == [False, False, True, True, True]

@@ -4,25 +4,19 @@ import pytest
 import torch
 
 from t2sql.config import ModelConfig, TrainConfig
-from t2sql.data import prepare_data
-from t2sql.config import DataConfig, SourceConfig
 from t2sql.io import read_jsonl
 from t2sql.modeling import build_t5, train_tokenizer
 from t2sql.prompt import build_source
 from t2sql.training import (BEST_FILE, CKPT_DIR, RESULT_FILE, collate, encode_file, latest_checkpoint,
-                            length_grouped_batches, lr_factor, train_model,
+                            length_grouped_batches, lr_factor, param_groups, train_model,
                             validation_loss)
 
-from conftest import SAMPLE, TINY_MODEL
+from conftest import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    cfg = DataConfig(sources=[SourceConfig(kind="spider", path=str(SAMPLE), databases=["club_1", "gymnast", "musical",
-                                                                                        "wrestler", "climbing"])],
-                     val_fraction=0.2, test_fraction=0.2)
-    return prepare_data(cfg, out, seed=1)
+def data(sample_splits):
+    return sample_splits
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +146,24 @@ def test_example_weights_change_the_update(data, tokenizer, tmp_path):
                 example_weights={i: (5.0 if k % 2 else 0.2) for k, i in enumerate(ids)})
     diff = sum((p - q).abs().sum().item() for p, q in zip(a.parameters(), b.parameters()))
     assert diff > 1e-3
+
+
+def test_encoder_lr_scale_slows_only_the_encoder(data, tokenizer, tmp_path):
+    def moved(scale):
+        model = fresh_model(tokenizer)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        with pytest.raises(InterruptedError):
+            train_model(model, tokenizer, data["train"], data["validation"], cfg(encoder_lr_scale=scale),
+                        tmp_path / str(scale), progress=False, stop_after_steps=2)
+        delta = {n: (p.detach() - before[n]).abs().sum().item() for n, p in model.named_parameters()}
+        enc = sum(v for n, v in delta.items() if n.startswith("encoder."))
+        dec = sum(v for n, v in delta.items() if n.startswith("decoder."))
+        return enc, dec
+
+    groups = param_groups(fresh_model(tokenizer), 0.01, 0.1)
+    assert sorted(g["lr_scale"] for g in groups) == [0.1, 0.1, 1.0, 1.0]
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.01, 0.0, 0.0]  # matrices first, as checkpoints store them
+    enc_full, dec_full = moved(1.0)
+    enc_slow, dec_slow = moved(1e-3)
+    assert enc_slow < enc_full / 100
+    assert dec_slow == pytest.approx(dec_full, rel=0.2)

@@ -98,7 +98,7 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
 
     Raises:
         RuntimeError: the export did not produce the three graphs.
-        ValueError: the model has a copy head.
+        ValueError: the model has a copy head or a pretrained encoder joined to its own decoder.
     """
     import torch
     from optimum.exporters.onnx import onnx_export_from_model
@@ -112,6 +112,10 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     if getattr(model.config, "model_type", "") == COPY_MODEL_TYPE:
         raise ValueError(f"{model_dir} has a copy head (model.copy_head), which ONNX export does not support; "
                          "serve it with a PyTorch backend (torch-fp32, torch-amp, torch-int8)")
+    if getattr(model.config, "model_type", "") == "encoder-decoder":
+        raise ValueError(f"{model_dir} joins a pretrained encoder to its own decoder (model.pretrained_encoder), "
+                         "which ONNX export does not support; serve it with a PyTorch backend "
+                         "(torch-fp32, torch-amp, torch-int8)")
     model = model.float().eval()
     tmp = _tmp_dir(out_dir)
     try:

@@ -226,6 +226,7 @@ class ExampleScorer:
                     line["gold_error"] = g.error
                     continue
                 ran += 1
+                line.setdefault("gold_informative", informative_result(g.rows))
                 p = execute(conn, pred_run, timeout_s=opts.timeout_s, row_cap=opts.row_cap)
                 if i == 0 or line["gold_exec_ms"] is None:
                     line["gold_exec_ms"], line["pred_exec_ms"] = round(g.elapsed_ms, 3), round(p.elapsed_ms, 3)
@@ -240,6 +241,13 @@ class ExampleScorer:
         elif db_paths:  # empty prediction on a real database
             line["eval_mode"] = "database"
             line["execution_match"], line["executed"] = False, False
+            try:
+                g = execute(self._conns.get_or_open(db_paths[0], lambda: connect_readonly(db_paths[0])), gold_run,
+                            timeout_s=opts.timeout_s, row_cap=opts.row_cap)
+                if g.ok:
+                    line["gold_informative"] = informative_result(g.rows)
+            except (OSError, sqlite3.Error):
+                pass
         elif record.get("context"):
             context = record["context"]
             try:
@@ -283,6 +291,16 @@ class ExampleScorer:
             structure_error_kind=struct_error if line["executed"] is None else None,
             gold=gold_struct, pred=pred_struct, schema=struct_schema)
         return line, {"components": components}
+
+
+def informative_result(rows: list[tuple]) -> bool:
+    """Whether a gold result tells answers apart: some value other than NULL, 0 or ''.
+
+    An empty result, or a count of 0, is also what many wrong queries return (a condition on a
+    value that is not stored, a join that finds nothing), so execution accuracy counts such
+    questions right for wrong answers; ``execution_accuracy_informative`` leaves them out.
+    """
+    return any(any(v is not None and v != 0 and v != "" for v in row) for row in rows)
 
 
 def _default_schema(record: dict[str, Any]) -> DbSchema | None:
@@ -381,6 +399,9 @@ class RunningTotals:
                 c["fuzz_exact_not_correct"] += line["exact_match"] and not line["execution_match"]
                 c["fuzz_dbs"] += line.get("fuzz_databases") or 0
                 c["fuzz_dbs_nonempty"] += line.get("fuzz_gold_nonempty") or 0
+        if line.get("gold_informative") and line["execution_match"] is not None:
+            c["informative_den"] += 1
+            c["informative_num"] += line["execution_match"]
         if line.get("gold_error"):
             c["gold_errors"] += 1
         if line["latency_ms"] is not None:
@@ -464,6 +485,8 @@ class RunningTotals:
             "execution_accuracy": _rate(c["exec_num"], c["exec_den"]),
             "execution_accuracy_database": _rate(c["exec_num_database"], c["exec_den_database"]),
             "execution_accuracy_fuzz": _rate(c["exec_num_fuzz"], c["exec_den_fuzz"]),
+            "execution_accuracy_informative": _rate(c["informative_num"], c["informative_den"]),
+            "n_informative": c["informative_den"],
             "accuracy": _rate(c["correct"], n),
             "parse_rate": _rate(c["parse_ok"], n),
             "execution_success_rate": _rate(c["executed"], c["exec_tried"]),
