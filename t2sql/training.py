@@ -371,8 +371,8 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
     if budget_s and not cfg.eval_every_steps:
         eval_every = max(1, min(eval_every, total_steps // 10 or 1))
 
-    params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.encoder_lr_scale), lr=cfg.learning_rate)
+    params = [p for g in optim.param_groups for p in g["params"]]
     trainable, total = count_parameters(model)
     # fp16 autocast on a GPU needs loss scaling (bf16 and fp32 do not); disabled, the scaler is a no-op.
     fp16 = device.type == "cuda" and (cfg.precision == "fp16" or (

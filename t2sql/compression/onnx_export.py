@@ -109,13 +109,12 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     stamp = source_stamp(model_dir)
     model, tokenizer = load_servable(model_dir, "cpu")
-    if getattr(model.config, "model_type", "") == COPY_MODEL_TYPE:
-        raise ValueError(f"{model_dir} has a copy head (model.copy_head), which ONNX export does not support; "
+    unsupported = {COPY_MODEL_TYPE: "has a copy head (model.copy_head)",
+                   "encoder-decoder": "joins a pretrained encoder to its own decoder (model.pretrained_encoder)"}
+    what = unsupported.get(getattr(model.config, "model_type", ""))
+    if what is not None:
+        raise ValueError(f"{model_dir} {what}, which ONNX export does not support; "
                          "serve it with a PyTorch backend (torch-fp32, torch-amp, torch-int8)")
-    if getattr(model.config, "model_type", "") == "encoder-decoder":
-        raise ValueError(f"{model_dir} joins a pretrained encoder to its own decoder (model.pretrained_encoder), "
-                         "which ONNX export does not support; serve it with a PyTorch backend "
-                         "(torch-fp32, torch-amp, torch-int8)")
     model = model.float().eval()
     tmp = _tmp_dir(out_dir)
     try:

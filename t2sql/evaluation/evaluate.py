@@ -143,6 +143,10 @@ class ExampleScorer:
         sql = fix_operators(sql)
         return sql if self.options.keep_distinct else remove_distinct(sql)
 
+    def _database(self, path: str) -> sqlite3.Connection:
+        """A cached read-only connection to the database file ``path``."""
+        return self._conns.get_or_open(path, lambda: connect_readonly(path))
+
     def score(self, record: dict[str, Any], pred_sql: str | None, latency_ms: float | None = None
               ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Score one prediction.
@@ -217,7 +221,7 @@ class ExampleScorer:
             match, ran = True, 0
             for i, path in enumerate(db_paths):
                 try:
-                    conn = self._conns.get_or_open(path, lambda: connect_readonly(path))
+                    conn = self._database(path)
                 except (OSError, sqlite3.Error) as exc:
                     line["error"] = line["error"] or f"cannot open {path}: {exc}"
                     continue
@@ -241,13 +245,12 @@ class ExampleScorer:
         elif db_paths:  # empty prediction on a real database
             line["eval_mode"] = "database"
             line["execution_match"], line["executed"] = False, False
-            try:
-                g = execute(self._conns.get_or_open(db_paths[0], lambda: connect_readonly(db_paths[0])), gold_run,
-                            timeout_s=opts.timeout_s, row_cap=opts.row_cap)
-                if g.ok:
-                    line["gold_informative"] = informative_result(g.rows)
+            try:  # the gold result still says whether the question counts among the informative ones
+                g = execute(self._database(db_paths[0]), gold_run, timeout_s=opts.timeout_s, row_cap=opts.row_cap)
             except (OSError, sqlite3.Error):
-                pass
+                g = None
+            if g is not None and g.ok:
+                line["gold_informative"] = informative_result(g.rows)
         elif record.get("context"):
             context = record["context"]
             try:

@@ -30,7 +30,6 @@ import sqlglot
 from sqlglot import exp
 
 from t2sql.data.schema import MAX_PARSED_JOINS, too_many_joins
-
 from t2sql.evaluation.schema import DbSchema
 
 AGG_OPS = ("none", "max", "min", "count", "sum", "avg")
