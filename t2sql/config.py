@@ -48,6 +48,10 @@ class SourceConfig(Strict):
     databases: list[str] | None = Field(
         default=None, description="Keep only these databases: Spider db_ids or WikiSQL table_ids."
     )
+    train_only: bool = Field(
+        default=False,
+        description="Every record of this source goes to the training split (extra data, e.g. WikiSQL beside "
+        "Spider); the other sources are split as if it were not there.")
 
     @model_validator(mode="after")
     def _options_fit_kind(self) -> "SourceConfig":

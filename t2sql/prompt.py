@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -74,6 +75,10 @@ class PromptOptions(BaseModel):
         description="Show only the tables the question links to (a link mark on the table, one of its "
         "columns or a stored value), all of them when none is linked: shorter inputs train faster. Training "
         "skips examples whose gold query reads a table left out. Needs link_marks.")
+    skeleton_hints: int = Field(
+        default=0, ge=0, le=8,
+        description="Show the sketches (tables t, columns c, values v) of the queries of this many of the most "
+        "similar training questions, from other databases (t2sql.retrieval); 0 for none. Needs placeholders.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "PromptOptions":
@@ -87,6 +92,8 @@ class PromptOptions(BaseModel):
             raise ValueError("question_links needs value_pointers: true")
         if self.linked_tables_only and not (self.link_marks and self.schema_format == "compact"):
             raise ValueError("linked_tables_only needs schema_format: compact and link_marks: true")
+        if self.skeleton_hints and not self.placeholders:
+            raise ValueError("skeleton_hints needs placeholders: true")
         return self
 
     def extra_tokens(self) -> list[str]:
@@ -106,13 +113,16 @@ def _layout(question: str, context: str, opts: PromptOptions):
                   sample_values=opts.sample_values, linked_only=opts.linked_tables_only)
 
 
-def build_source(question: str, context: str, opts: PromptOptions | None = None) -> str:
+def build_source(question: str, context: str, opts: PromptOptions | None = None,
+                 hints: Sequence[str] | None = None) -> str:
     """Model input for one question over a schema given as CREATE TABLE statements.
 
     Args:
         question: the question.
         context: CREATE TABLE statements (``"; "``-joined, optionally with sample-value comments).
         opts: format options; None for the plain format.
+        hints: query sketches shown after the question (``prompt.skeleton_hints``; see
+            :mod:`t2sql.retrieval`), compact format only.
 
     Returns:
         ``question: ... schema: ...`` (plain) or ``question: ... | t1 ... : c1 ... , ...`` (compact).
@@ -131,6 +141,8 @@ def build_source(question: str, context: str, opts: PromptOptions | None = None)
         from t2sql.linking import space_openers
 
         shown_q = space_openers(shown_q)
+    if hints:
+        shown_q = f"{shown_q} | sketch: {' ; '.join(hints)}"
     if not lay.text:
         return f"question: {shown_q} schema: {context}"
     return f"question: {shown_q} | {lay.text}"

@@ -23,6 +23,7 @@ import torch
 
 from t2sql.io import read_jsonl
 from t2sql.prompt import PromptOptions, build_source, postprocess
+from t2sql.retrieval import SkeletonIndex
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,14 @@ log = logging.getLogger(__name__)
 @torch.no_grad()  # not inference_mode: training goes on with the same modules
 def greedy_translate(model, tokenizer, records: Sequence[dict[str, Any]], prompt: PromptOptions | None = None,
                      *, batch_size: int = 32, max_new_tokens: int = 128, max_source_length: int = 512,
-                     num_beams: int = 1) -> list[str]:
+                     num_beams: int = 1, skeletons=None) -> list[str]:
     """SQL for each record (``question``, ``context``) with ``model.generate``, in input order.
 
     Inputs are sorted by length and padded per batch; outputs go through :func:`postprocess`
-    with ``prompt``, as a served model's do.
+    with ``prompt``, as a served model's do. ``skeletons`` is the sketch index a model trained
+    with ``prompt.skeleton_hints`` needs (:mod:`t2sql.retrieval`).
     """
-    sources = [build_source(r["question"], r["context"], prompt) for r in records]
+    sources = sources_for(records, prompt, skeletons)
     enc = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     device = next(model.parameters()).device
@@ -57,6 +59,17 @@ def greedy_translate(model, tokenizer, records: Sequence[dict[str, Any]], prompt
             rec = records[i]
             out[i] = postprocess(texts[r], rec["question"], rec["context"], prompt)
     return out
+
+
+def sources_for(records: Sequence[dict[str, Any]], prompt: PromptOptions | None, skeletons=None) -> list[str]:
+    """Model inputs of ``records`` (with their sketches when the prompt asks for them)."""
+    pairs = [(r["question"], r["context"]) for r in records]
+    if prompt is not None and prompt.skeleton_hints:
+        if skeletons is None:
+            raise ValueError("prompt.skeleton_hints needs the model's sketch index (t2sql.retrieval.SkeletonIndex)")
+        hints = skeletons.hints_many(pairs, prompt.skeleton_hints)
+        return [build_source(q, c, prompt, hints=h) for (q, c), h in zip(pairs, hints)]
+    return [build_source(q, c, prompt) for q, c in pairs]
 
 
 class ExecutionJudge:
@@ -135,7 +148,7 @@ def evenly_spaced(path: str | os.PathLike[str], n: int) -> list[dict[str, Any]]:
 
 def validation_metrics_fn(val_path: str | os.PathLike[str], tokenizer, prompt: PromptOptions | None = None, *,
                           n: int = 48, max_new_tokens: int = 128, max_source_length: int = 512,
-                          batch_size: int = 48) -> Callable[[Any], dict[str, float]]:
+                          batch_size: int = 48, skeletons=None) -> Callable[[Any], dict[str, float]]:
     """A ``val_metrics_fn`` for :func:`t2sql.training.train_model`: execution accuracy on a fixed sample.
 
     Args:
@@ -145,6 +158,7 @@ def validation_metrics_fn(val_path: str | os.PathLike[str], tokenizer, prompt: P
         n: validation records decoded at each evaluation, spread evenly over the file (files are
             ordered by database, so the first ``n`` would cover only a few).
         max_new_tokens, max_source_length, batch_size: decoding settings.
+        skeletons: the sketch index, for a prompt with ``skeleton_hints``.
 
     Returns:
         ``fn(model) -> {"val_execution_accuracy", "val_execution_success", "val_decode_s"}``.
@@ -161,7 +175,8 @@ def validation_metrics_fn(val_path: str | os.PathLike[str], tokenizer, prompt: P
             return {}
         t0 = time.perf_counter()
         preds = greedy_translate(model, tokenizer, records, prompt, batch_size=batch_size,
-                                 max_new_tokens=max_new_tokens, max_source_length=max_source_length)
+                                 max_new_tokens=max_new_tokens, max_source_length=max_source_length,
+                                 skeletons=skeletons)
         scores = score_predictions(records, preds, judge)
         return {"val_execution_accuracy": round(scores["execution_accuracy"], 4),
                 "val_execution_success": round(scores["execution_success_rate"], 4),
@@ -192,13 +207,14 @@ def run_recipe(config_path: str | os.PathLike[str], overrides: Sequence[str] = (
     data = pipeline.prepare(cfg)
     base = prepare_base(cfg.model, data["train"], pipeline.work_dir(cfg), pipeline.registry_root(cfg),
                         prompt=cfg.prompt)
+    skeletons = SkeletonIndex.build(read_jsonl(data["train"]), cfg.prompt) if cfg.prompt.skeleton_hints else None
     fn = validation_metrics_fn(data["validation"], base["path"] if base["origin"] != "hub" else cfg.model.base_model,
                                cfg.prompt, n=val_examples, max_new_tokens=cfg.eval.max_new_tokens,
-                               max_source_length=cfg.train.max_source_length)
+                               max_source_length=cfg.train.max_source_length, skeletons=skeletons)
     spec = cfg.techniques[0] if cfg.techniques else TechniqueSpec(name="full")
     train_cfg = pipeline.effective_train(cfg, spec)
     summary = finetune(base, spec, train_cfg, data, Path(out_dir), prompt=cfg.prompt, progress=progress,
-                       val_metrics_fn=fn)
+                       val_metrics_fn=fn, skeletons=skeletons)
     set_threads(train_cfg.num_threads)
     model, tok = load_model(summary["model_dir"])
     records = []
@@ -208,7 +224,8 @@ def run_recipe(config_path: str | os.PathLike[str], overrides: Sequence[str] = (
         records.append(rec)
     t0 = time.perf_counter()
     preds = greedy_translate(model, tok, records, cfg.prompt, batch_size=cfg.eval.batch_size,
-                             max_new_tokens=cfg.eval.max_new_tokens, max_source_length=cfg.train.max_source_length)
+                             max_new_tokens=cfg.eval.max_new_tokens, max_source_length=cfg.train.max_source_length,
+                             skeletons=skeletons)
     decode_s = time.perf_counter() - t0
     test = score_predictions(records, preds)
     test["decode_s"] = round(decode_s, 1)

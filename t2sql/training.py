@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from t2sql.io import atomic_open, atomic_write_json, read_jsonl
 from t2sql.modeling import count_parameters, pick_device, set_threads
 from t2sql.prompt import PromptOptions, build_source, build_target, placeholder_target
+from t2sql.retrieval import SkeletonIndex, record_group
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,16 @@ class Encoded:
 
 
 def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int, max_target_length: int,
-                limit: int | None = None, prompt: PromptOptions | None = None) -> Encoded:
-    """Tokenize a JSONL file of records into source and target id lists (truncated, with EOS)."""
+                limit: int | None = None, prompt: PromptOptions | None = None, skeletons=None,
+                exclude_own_group: bool = False) -> Encoded:
+    """Tokenize a JSONL file of records into source and target id lists (truncated, with EOS).
+
+    With ``prompt.skeleton_hints``, ``skeletons`` (a :class:`t2sql.retrieval.SkeletonIndex`) gives
+    each source its sketches; ``exclude_own_group`` keeps a training question from borrowing the
+    sketches of its own database.
+    """
     ids, srcs, tgts = [], [], []
+    pairs, groups = [], []
     left_out = 0
     for i, rec in enumerate(read_jsonl(path)):
         if limit is not None and i >= limit:
@@ -96,8 +104,15 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
         else:
             target = build_target(rec["answer"], rec["question"], rec["context"], prompt)
         ids.append(str(rec.get("id", i)))
-        srcs.append(build_source(rec["question"], rec["context"], prompt))
+        pairs.append((rec["question"], rec["context"]))
+        groups.append(record_group(rec) if exclude_own_group else None)
         tgts.append(target)
+    hints: list = [None] * len(pairs)
+    if prompt is not None and prompt.skeleton_hints and pairs:
+        if skeletons is None:
+            raise ValueError("prompt.skeleton_hints needs a sketch index (t2sql.retrieval.SkeletonIndex)")
+        hints = skeletons.hints_many(pairs, prompt.skeleton_hints, groups)
+    srcs = [build_source(q, c, prompt, hints=h) for (q, c), h in zip(pairs, hints)]
     if left_out:
         log.info("%s: %d examples left out (their gold query reads a table linked_tables_only does not show)",
                  path, left_out)
@@ -319,7 +334,8 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
                 out_dir: str | os.PathLike[str], *, technique=None, technique_cfg=None,
                 example_weights: dict[str, float] | None = None, progress: bool = True,
                 val_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
-                stop_after_steps: int | None = None, prompt: PromptOptions | None = None) -> TrainResult:
+                stop_after_steps: int | None = None, prompt: PromptOptions | None = None,
+                skeletons=None) -> TrainResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
     Args:
@@ -336,6 +352,8 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
         stop_after_steps: end the run early at this global step without marking it finished
             (used to test resumption).
         prompt: input/target format options.
+        skeletons: the sketch index of ``prompt.skeleton_hints`` (built from ``train_path`` when
+            None and the prompt asks for hints).
 
     Returns:
         The :class:`TrainResult`.
@@ -355,9 +373,12 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
     torch.manual_seed(cfg.seed)
     pad_id = tokenizer.pad_token_id
 
-    train = encode_file(train_path, tokenizer, cfg.max_source_length, cfg.max_target_length, prompt=prompt)
+    if prompt is not None and prompt.skeleton_hints and skeletons is None:
+        skeletons = SkeletonIndex.build(read_jsonl(train_path), prompt)
+    train = encode_file(train_path, tokenizer, cfg.max_source_length, cfg.max_target_length, prompt=prompt,
+                        skeletons=skeletons, exclude_own_group=True)
     val = encode_file(val_path, tokenizer, cfg.max_source_length, cfg.max_target_length, limit=cfg.val_max_examples,
-                      prompt=prompt)
+                      prompt=prompt, skeletons=skeletons)
     if len(train) == 0:
         raise ValueError(f"{train_path}: no training examples")
     weights = None

@@ -133,3 +133,22 @@ def test_nothing_usable_is_an_error(tmp_path):
                            "databases": ["no-such-table"]}])
     with pytest.raises(ValueError, match="no usable record"):
         prepare_data(cfg, tmp_path, seed=0)
+
+
+def test_a_train_only_source_adds_training_data_without_moving_the_other_splits(tmp_path):
+    spider = {"kind": "spider", "path": str(ROOT / "data" / "spider_sample")}
+    wikisql = {"kind": "wikisql", "path": str(FIX / "wikisql"), "files": ["dev.jsonl"]}
+    alone = prepare_data(config(sources=[spider]), tmp_path / "alone", seed=3)
+    both = prepare_data(config(sources=[spider, {**wikisql, "train_only": True}]), tmp_path / "both", seed=3)
+    # Validation and test are the Spider ones, byte for byte; every WikiSQL record is in train.
+    for s in ("validation", "test"):
+        assert Path(both[s]).read_bytes() == Path(alone[s]).read_bytes()
+    train = list(read_jsonl(both["train"]))
+    n_wikisql = both["stats"]["sources"][1]["records"]
+    assert n_wikisql > 0 and both["stats"]["sources"][1]["train_only"] is True
+    assert sum(r["source"] == "wikisql" for r in train) == n_wikisql
+    assert len(train) == alone["stats"]["splits"]["train"]["records"] + n_wikisql
+    # Without the flag the WikiSQL tables are split like any other.
+    split = prepare_data(config(sources=[spider, wikisql]), tmp_path / "split", seed=3)
+    held_out = [r for s in ("validation", "test") for r in read_jsonl(split[s]) if r["source"] == "wikisql"]
+    assert held_out

@@ -24,6 +24,7 @@ from typing import Any
 
 from t2sql.compression.config import CompressionConfig
 from t2sql.prompt import PROMPT_FILE
+from t2sql.retrieval import SKELETON_FILE
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,9 @@ def prune_model(model_dir: str | os.PathLike[str], method: str, amount: float, o
         "recovery": recovery, "settings": settings,
     }
     save_pruned(model, tokenizer, out, info)
-    prompt_file = Path(model_dir) / PROMPT_FILE  # the input/output format the model was trained with
-    if prompt_file.is_file():
-        shutil.copy2(prompt_file, out / PROMPT_FILE)
+    for name in (PROMPT_FILE, SKELETON_FILE):  # the input/output format the model was trained with
+        if (Path(model_dir) / name).is_file():
+            shutil.copy2(Path(model_dir) / name, out / name)
     return info
 
 

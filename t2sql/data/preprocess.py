@@ -95,6 +95,7 @@ def prepare_data(data_cfg, out_dir: str | os.PathLike[str], seed: int) -> dict[s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
+    train_only: list[bool] = []
     rejects: list[dict[str, Any]] = []
     seen_keys: set[tuple[str, str, str]] = set()
     seen_ids: set[str] = set()
@@ -113,18 +114,23 @@ def prepare_data(data_cfg, out_dir: str | os.PathLike[str], seed: int) -> dict[s
                 rec["id"] = f"{rec['id']}~{index}"
             seen_ids.add(rec["id"])
             records.append(rec)
+            train_only.append(src.train_only)
             kept += 1
         rejects.extend(rejected)
         source_stats.append({"index": index, "kind": src.kind, "path": src.path, "limit": src.limit,
                              "loaded": len(loaded), "rejects": len(rejected), "duplicates": duplicates,
-                             "records": kept,
+                             "records": kept, "train_only": src.train_only,
                              "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items()))})
     if not records:
         raise ValueError("data.sources: no usable record in any source "
                          f"({len(rejects)} rejected; see the reasons in {out / 'rejects.jsonl'})")
 
     keys = [group_key(r, data_cfg.split_by) for r in records]
-    where = assign_splits(set(keys), data_cfg.val_fraction, data_cfg.test_fraction, seed)
+    # Groups of train-only sources go to train and take no part in the assignment of the others
+    # (a group also found in a split source follows that source).
+    split_keys = {k for k, only in zip(keys, train_only) if not only}
+    where = assign_splits(split_keys, data_cfg.val_fraction, data_cfg.test_fraction, seed) if split_keys else {}
+    where.update({k: "train" for k in keys if k not in where})
     splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     groups: dict[str, set[str]] = {s: set() for s in SPLITS}
     for rec, key in zip(records, keys):

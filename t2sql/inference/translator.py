@@ -83,6 +83,11 @@ class Translator:
                              f"({batch_size}) must be at least 1")
         self.model_dir = Path(model_dir)
         self.prompt = load_prompt_options(self.model_dir)  # the input/output format it was trained with
+        self.skeletons = None
+        if self.prompt.skeleton_hints:
+            from t2sql.retrieval import SkeletonIndex
+
+            self.skeletons = SkeletonIndex.load(self.model_dir)  # the sketches its inputs show
         self.num_beams = num_beams
         self.max_new_tokens = max_new_tokens
         self.min_new_tokens = min(min_new_tokens, max_new_tokens)
@@ -199,13 +204,20 @@ class Translator:
         """
         if db_paths is not None and len(db_paths) != len(pairs):
             raise ValueError(f"db_paths has {len(db_paths)} entries for {len(pairs)} pairs")
-        sources = [build_source(p[0], p[1], self.prompt) for p in pairs]
+        sources = self.sources(pairs)
         if not self.execution_guided:
             beams = max(self.num_beams, num_candidates)
             ids = self.generate_ids(sources, num_candidates, beams)
             texts = [[self._decode(c, p[0], p[1]) for c in cands] for p, cands in zip(pairs, ids)]
             return [t[0] for t in texts] if num_candidates == 1 else texts
         return self._translate_guided(pairs, sources, num_candidates, db_paths)
+
+    def sources(self, pairs: Sequence[Pair]) -> list[str]:
+        """The model inputs of (question, context, ...) pairs, in the format the model was trained on."""
+        if self.skeletons is not None:
+            hints = self.skeletons.hints_many([(p[0], p[1]) for p in pairs], self.prompt.skeleton_hints)
+            return [build_source(p[0], p[1], self.prompt, hints=h) for p, h in zip(pairs, hints)]
+        return [build_source(p[0], p[1], self.prompt) for p in pairs]
 
     def _translate_guided(self, pairs: Sequence[Pair], sources: list[str], num_candidates: int,
                           db_paths: Sequence[str | None] | None) -> list[str] | list[list[str]]:

@@ -16,8 +16,8 @@ Each technique is one module with the same shape:
 - optionally ``summary(model) -> dict``: technique-specific facts recorded with the run;
 - optionally ``load(path) -> (model, tokenizer)``: read an export that is not a plain Hugging Face
   model (the directory then holds ``t2sql.modeling.TECHNIQUE_MARKER``);
-- optionally ``fit(model, tokenizer, data, train_cfg, config, out_dir, train_fn)``: a technique
-  that replaces the training procedure itself (iterative refinement).
+- optionally ``fit(model, tokenizer, data, train_cfg, config, out_dir, train_fn, *, progress, prompt,
+  skeletons)``: a technique that replaces the training procedure itself (iterative refinement).
 
 Adding a technique is adding a module and a line in ``TECHNIQUES``.
 """

@@ -137,7 +137,7 @@ def is_correct(record: dict[str, Any], prediction: str, timeout_s: float = 5.0,
 
 
 def predict(model, tokenizer, records: list[dict[str, Any]], batch_size: int = 32, max_new_tokens: int = 128,
-            max_source_length: int = 512, prompt: PromptOptions | None = None) -> list[str]:
+            max_source_length: int = 512, prompt: PromptOptions | None = None, skeletons=None) -> list[str]:
     """Greedy SQL for each record, in input order, in the model's prompt format (as served)."""
     from t2sql.recipes import greedy_translate
 
@@ -145,16 +145,19 @@ def predict(model, tokenizer, records: list[dict[str, Any]], batch_size: int = 3
     model.eval()
     try:
         return greedy_translate(model, tokenizer, records, prompt, batch_size=batch_size,
-                                max_new_tokens=max_new_tokens, max_source_length=max_source_length)
+                                max_new_tokens=max_new_tokens, max_source_length=max_source_length,
+                                skeletons=skeletons)
     finally:
         if was_training:
             model.train()
 
 
 def score(model, tokenizer, records: list[dict[str, Any]], config: Config, max_source_length: int = 512,
-          gold_cache: dict[str, Any] | None = None, prompt: PromptOptions | None = None) -> dict[str, bool]:
+          gold_cache: dict[str, Any] | None = None, prompt: PromptOptions | None = None,
+          skeletons=None) -> dict[str, bool]:
     """Record id -> whether the model answers it correctly."""
-    preds = predict(model, tokenizer, records, config.batch_size, config.max_new_tokens, max_source_length, prompt)
+    preds = predict(model, tokenizer, records, config.batch_size, config.max_new_tokens, max_source_length, prompt,
+                    skeletons)
     return {str(r["id"]): is_correct(r, p, config.query_timeout_s, gold_cache) for r, p in zip(records, preds)}
 
 
@@ -220,7 +223,7 @@ def _round_technique(inner, first_round: bool, seen: dict[str, int]):
 # --------------------------------------------------------------------------------------------
 def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, config: Config,
         out_dir: str | os.PathLike[str], train_fn: Callable[..., Any], *, progress: bool = True,
-        records: Iterable[dict[str, Any]] | None = None, prompt: PromptOptions | None = None):
+        records: Iterable[dict[str, Any]] | None = None, prompt: PromptOptions | None = None, skeletons=None):
     """Train in rounds, up-weighting wrongly answered training examples, until validation stops improving.
 
     Args:
@@ -236,6 +239,7 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
         records: the training records, when already in memory (default: read ``data["train"]``).
         prompt: the prompt format the model is trained with; answers are decoded and post-processed
             with it before they are scored.
+        skeletons: the sketch index of ``prompt.skeleton_hints``.
 
     Returns:
         The ``TrainResult`` of the best round, with steps, tokens and time summed over all rounds
@@ -268,7 +272,8 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
                           progress=progress)
         results.append(result)
         seen.setdefault("total", result.global_step)
-        val_correct = score(model, tokenizer, scored_val, config, train_cfg.max_source_length, gold_cache, prompt)
+        val_correct = score(model, tokenizer, scored_val, config, train_cfg.max_source_length, gold_cache, prompt,
+                            skeletons)
         val_acc = sum(val_correct.values()) / max(len(val_correct), 1)
         key = (val_acc, -float(result.best_val_loss))
         improved = best is None or key > best
@@ -281,7 +286,8 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
             log.info("iterative round %d: val accuracy %.3f, val loss %.4f%s", k, val_acc, result.best_val_loss,
                      "" if improved else " (no improvement, stopping)")
             break
-        correct = score(model, tokenizer, scored_train, config, train_cfg.max_source_length, gold_cache, prompt)
+        correct = score(model, tokenizer, scored_train, config, train_cfg.max_source_length, gold_cache, prompt,
+                        skeletons)
         wrong = sum(not c for c in correct.values())
         row.update(train_scored=len(correct), train_wrong=wrong)
         rounds.append(row)
