@@ -148,6 +148,25 @@ def build_source(question: str, context: str, opts: PromptOptions | None = None,
     return f"question: {shown_q} | {lay.text}"
 
 
+def build_sources(pairs: Sequence[tuple[str, str]], opts: PromptOptions | None = None, skeletons=None,
+                  exclude_groups: Sequence[str | None] | None = None) -> list[str]:
+    """:func:`build_source` for (question, context) pairs, with their sketches when ``opts.skeleton_hints``.
+
+    Args:
+        pairs: (question, context) pairs.
+        opts: format options; None for the plain format.
+        skeletons: the :class:`t2sql.retrieval.SkeletonIndex` the sketches come from (required
+            with ``skeleton_hints``).
+        exclude_groups: per pair, a database whose sketches it must not see (training).
+    """
+    hints: Sequence[Sequence[str] | None] = [None] * len(pairs)
+    if opts is not None and opts.skeleton_hints and pairs:
+        if skeletons is None:
+            raise ValueError("prompt.skeleton_hints needs the model's sketch index (t2sql.retrieval.SkeletonIndex)")
+        hints = skeletons.hints_many(pairs, opts.skeleton_hints, exclude_groups)
+    return [build_source(q, c, opts, hints=h) for (q, c), h in zip(pairs, hints)]
+
+
 def build_target(answer: str, question: str, context: str, opts: PromptOptions | None = None) -> str:
     """Training target for a gold SQL answer.
 

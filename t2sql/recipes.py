@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from t2sql.io import read_jsonl
-from t2sql.prompt import PromptOptions, build_source, postprocess
+from t2sql.prompt import PromptOptions, build_sources, postprocess
 from t2sql.retrieval import SkeletonIndex
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def greedy_translate(model, tokenizer, records: Sequence[dict[str, Any]], prompt
     with ``prompt``, as a served model's do. ``skeletons`` is the sketch index a model trained
     with ``prompt.skeleton_hints`` needs (:mod:`t2sql.retrieval`).
     """
-    sources = sources_for(records, prompt, skeletons)
+    sources = build_sources([(r["question"], r["context"]) for r in records], prompt, skeletons)
     enc = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     device = next(model.parameters()).device
@@ -59,17 +59,6 @@ def greedy_translate(model, tokenizer, records: Sequence[dict[str, Any]], prompt
             rec = records[i]
             out[i] = postprocess(texts[r], rec["question"], rec["context"], prompt)
     return out
-
-
-def sources_for(records: Sequence[dict[str, Any]], prompt: PromptOptions | None, skeletons=None) -> list[str]:
-    """Model inputs of ``records`` (with their sketches when the prompt asks for them)."""
-    pairs = [(r["question"], r["context"]) for r in records]
-    if prompt is not None and prompt.skeleton_hints:
-        if skeletons is None:
-            raise ValueError("prompt.skeleton_hints needs the model's sketch index (t2sql.retrieval.SkeletonIndex)")
-        hints = skeletons.hints_many(pairs, prompt.skeleton_hints)
-        return [build_source(q, c, prompt, hints=h) for (q, c), h in zip(pairs, hints)]
-    return [build_source(q, c, prompt) for q, c in pairs]
 
 
 class ExecutionJudge:

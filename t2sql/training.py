@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from t2sql.io import atomic_open, atomic_write_json, read_jsonl
 from t2sql.modeling import count_parameters, pick_device, set_threads
-from t2sql.prompt import PromptOptions, build_source, build_target, placeholder_target
+from t2sql.prompt import PromptOptions, build_sources, build_target, placeholder_target
 from t2sql.retrieval import SkeletonIndex, record_group
 
 log = logging.getLogger(__name__)
@@ -105,14 +105,9 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
             target = build_target(rec["answer"], rec["question"], rec["context"], prompt)
         ids.append(str(rec.get("id", i)))
         pairs.append((rec["question"], rec["context"]))
-        groups.append(record_group(rec) if exclude_own_group else None)
+        groups.append(record_group(rec))
         tgts.append(target)
-    hints: list = [None] * len(pairs)
-    if prompt is not None and prompt.skeleton_hints and pairs:
-        if skeletons is None:
-            raise ValueError("prompt.skeleton_hints needs a sketch index (t2sql.retrieval.SkeletonIndex)")
-        hints = skeletons.hints_many(pairs, prompt.skeleton_hints, groups)
-    srcs = [build_source(q, c, prompt, hints=h) for (q, c), h in zip(pairs, hints)]
+    srcs = build_sources(pairs, prompt, skeletons, groups if exclude_own_group else None)
     if left_out:
         log.info("%s: %d examples left out (their gold query reads a table linked_tables_only does not show)",
                  path, left_out)

@@ -25,7 +25,7 @@ import torch
 from t2sql.inference.backends import (BackendOptions, GenerationSettings, canonical_backend, encoder_chunks,
                                       load_backend)
 from t2sql.modeling import pick_device, set_threads
-from t2sql.prompt import build_source, load_prompt_options, postprocess
+from t2sql.prompt import build_sources, load_prompt_options, postprocess
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +214,7 @@ class Translator:
 
     def sources(self, pairs: Sequence[Pair]) -> list[str]:
         """The model inputs of (question, context, ...) pairs, in the format the model was trained on."""
-        if self.skeletons is not None:
-            hints = self.skeletons.hints_many([(p[0], p[1]) for p in pairs], self.prompt.skeleton_hints)
-            return [build_source(p[0], p[1], self.prompt, hints=h) for p, h in zip(pairs, hints)]
-        return [build_source(p[0], p[1], self.prompt) for p in pairs]
+        return build_sources([(p[0], p[1]) for p in pairs], self.prompt, self.skeletons)
 
     def _translate_guided(self, pairs: Sequence[Pair], sources: list[str], num_candidates: int,
                           db_paths: Sequence[str | None] | None) -> list[str] | list[list[str]]:
