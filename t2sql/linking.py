@@ -257,6 +257,8 @@ class Layout:
         columns: placeholder -> (table name, column name).
         table_ids / column_ids: the reverse maps (lower-case names).
         text: the serialised schema the model reads.
+        hidden: column placeholders left out of ``text`` (``linked_columns_only``); they are
+            numbered after the shown ones so joins can still be inferred through them.
     """
 
     schema: Schema
@@ -265,6 +267,7 @@ class Layout:
     table_ids: dict[str, str] = field(default_factory=dict)
     column_ids: dict[tuple[str, str], str] = field(default_factory=dict)
     text: str = ""
+    hidden: set[str] = field(default_factory=set)
 
 
 def _show_table_name(name: str) -> str:
@@ -278,7 +281,7 @@ def _show_table_name(name: str) -> str:
 @functools.lru_cache(maxsize=8192)
 def layout(question: str, context: str, placeholders: bool = True, link_marks: bool = True,
            shuffle_tables: bool = False, column_types: bool = True, sample_values: int = 0,
-           linked_first: bool = True, linked_only: bool = False) -> Layout:
+           linked_first: bool = True, linked_only: bool = False, linked_columns_only: bool = False) -> Layout:
     """Number the schema of ``context`` for ``question`` and write it compactly.
 
     Args:
@@ -295,6 +298,9 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         linked_first: tables with a link mark come first (so truncation drops unlinked ones).
         linked_only: show only the tables with a link mark (on the table, a column or a value);
             all tables when none has one.
+        linked_columns_only: of the shown tables, write only the columns with a link mark (a
+            table without one shows its name alone); all columns when none has one. The others
+            are numbered after the shown ones and listed in ``Layout.hidden``.
 
     Returns:
         A :class:`Layout`; its ``text`` is empty when the context has no readable table.
@@ -331,12 +337,13 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
                 linked = True
             if shown:
                 parts.append("( " + " , ".join(shown) + " )")
-            cols.append((col, " ".join(parts)))
+            cols.append((col, " ".join(parts), mark is not None))
         rendered.append((table, linked, cols))
     if linked_first and link_marks:
         rendered.sort(key=lambda r: not r[1])
     if linked_only and link_marks and any(r[1] for r in rendered):
         rendered = [r for r in rendered if r[1]]
+    hide = linked_columns_only and link_marks and any(m for _, _, cols in rendered for _, _, m in cols)
     segments = []
     n_col = 0
     for k, (table, linked, cols) in enumerate(rendered, start=1):
@@ -347,7 +354,9 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         t_mark = _link(humanize(table.name).split(), q_words, q_set) if link_marks else None
         head_text = " ".join(x for x in ((tid if placeholders else ""), head, t_mark or "") if x)
         col_texts = []
-        for col, text in cols:
+        for col, text, marked in cols:
+            if hide and not marked:
+                continue
             n_col += 1
             cid = f"c{n_col}"
             out.columns[cid] = (table.name, col.name)
@@ -356,7 +365,16 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
                 col_texts.append(f"{cid} {text}")
             else:
                 col_texts.append(f"{col.name} {text[len(humanize(col.name)):].strip()}".strip())
-        segments.append(f"{head_text} : " + " , ".join(col_texts))
+        segments.append(f"{head_text} : " + " , ".join(col_texts) if col_texts else head_text)
+    if hide:
+        for table, _, cols in rendered:
+            for col, _, marked in cols:
+                if not marked:
+                    n_col += 1
+                    cid = f"c{n_col}"
+                    out.columns[cid] = (table.name, col.name)
+                    out.column_ids[(table.name.lower(), col.name.lower())] = cid
+                    out.hidden.add(cid)
     out.text = " | ".join(segments)
     return out
 
@@ -532,6 +550,10 @@ def to_placeholder_sql(sql: str, lay: Layout, infer_joins: bool = True, question
         t.set("alias", exp.TableAlias(this=exp.to_identifier(alias)) if alias else None)
     text = tree.sql(dialect="sqlite")
     text = re.sub(r" ON TRUE\b", "", text)
+    if lay.hidden:
+        unseen = sorted({m.group(0) for m in re.finditer(r"\bc\d+\b", _code_only(text))} & lay.hidden)
+        if unseen:
+            raise TargetError(f"column {lay.columns[unseen[0]][0]}.{lay.columns[unseen[0]][1]} is not shown")
     if question is not None:
         text = point_values(text, question)
     return space_sql(text)
@@ -575,6 +597,8 @@ def question_links(question: str, lay: Layout, max_labels: int = 3) -> dict[int,
         for w in humanize(tname).split():
             index.setdefault(_stem(w), []).append(tid)
     for cid, (_, cname) in lay.columns.items():
+        if cid in lay.hidden:
+            continue
         for w in humanize(cname).split():
             index.setdefault(_stem(w), []).append(cid)
     out: dict[int, list[str]] = {}
@@ -734,8 +758,69 @@ def _add_join_conditions(text: str, lay: Layout) -> str:
     return tree.sql(dialect="sqlite") if changed else text
 
 
+_REPEATED_JOIN = re.compile(r"(?:\s+(?:LEFT|RIGHT|FULL|INNER|OUTER|CROSS|NATURAL))*\s+JOIN\s+(t\d+)\b"
+                            r"(?!\s*(?:AS\b|ON\b|USING\b|\.))", re.IGNORECASE)
+
+
+def fix_scope_tables(text: str, lay: Layout) -> str:
+    """Make each SELECT read the tables its columns belong to (placeholder SQL).
+
+    A small model often points at the right column but names the wrong table (``SELECT c7 FROM t1``
+    where c7 is a column of t2), or repeats ``JOIN t2`` until its token limit; either query fails
+    to run. In each SELECT without aliases: a table joined again is dropped; a table none of whose
+    columns is read, in a SELECT that reads columns of exactly one other table, is replaced by that
+    table; the tables of other columns read are joined (their conditions are inferred afterwards).
+    Never raises: the text is returned unchanged when it does not parse.
+    """
+    if not re.search(r"\b[tc]\d+\b", text):
+        return text
+    if not re.search(r"\(\s*SELECT\b", text, re.IGNORECASE):  # no subquery: repeated joins go before parsing
+        seen: set[str] = set(re.findall(r"\bFROM\s+(t\d+)\b", text, re.IGNORECASE))
+
+        def drop(m: re.Match[str]) -> str:
+            if m.group(1) in seen:
+                return ""
+            seen.add(m.group(1))
+            return m.group(0)
+
+        text = _REPEATED_JOIN.sub(drop, text)
+    if too_many_joins(text):
+        return text
+    try:
+        tree = sqlglot.parse_one(text, read="sqlite")
+    except sqlglot.errors.SqlglotError:
+        return text
+    if tree is None:
+        return text
+    changed = False
+    for select in list(tree.find_all(exp.Select)):
+        tables = _scope_tables(select)
+        if not tables or any(t.alias for t in tables) or any(t.name not in lay.tables for t in tables):
+            continue
+        names = [t.name for t in tables]
+        owners: list[str] = []
+        for col in select.find_all(exp.Column):
+            if next(_enclosing_selects(col), None) is not select or col.table:
+                continue
+            key = col.name
+            if key in lay.columns:
+                tid = lay.table_ids.get(lay.columns[key][0].lower())
+                if tid and tid not in owners:
+                    owners.append(tid)
+        missing = [o for o in owners if o not in names]
+        if not missing:
+            continue
+        if len(tables) == 1 and not select.args.get("joins") and len(owners) == 1:
+            tables[0].set("this", exp.to_identifier(owners[0]))
+        else:
+            for tid in missing:  # a bare JOIN, as the parser reads one; its condition is inferred afterwards
+                select.append("joins", exp.Join(this=exp.to_table(tid), on=exp.Boolean(this=True)))
+        changed = True
+    return re.sub(r" ON TRUE\b", "", tree.sql(dialect="sqlite")) if changed else text
+
+
 def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = True,
-                snap_values: bool = True, value_pointers: bool = False) -> str:
+                snap_values: bool = True, value_pointers: bool = False, fix_tables: bool = False) -> str:
     """Map generated placeholder SQL back to the real names of ``lay`` (see the module docstring).
 
     Unknown placeholders (``c99`` in a schema of 20 columns) are left as they are, so the query
@@ -754,6 +839,8 @@ def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = 
     text = "".join(pieces)
     if value_pointers:
         text = resolve_pointers(text, question)
+    if fix_tables:
+        text = fix_scope_tables(text, lay)
     if infer_joins:
         text = _add_join_conditions(text, lay)
     used_tables = {m.group(3) for m in _PLACEHOLDER.finditer(_code_only(text)) if m.group(2) == "t"}

@@ -62,6 +62,11 @@ class PromptOptions(BaseModel):
         default=False,
         description="Drop what a cut-off generation left open (an unterminated value with its comparison, a "
         "trailing WHERE/AND/comma) and close parentheses, so the query can run.")
+    fix_tables: bool = Field(
+        default=False,
+        description="On output, make each SELECT read the tables its columns belong to: a repeated JOIN is "
+        "dropped, a table none of whose columns is read is swapped for the one whose columns are, other "
+        "tables read are joined (t2sql.linking.fix_scope_tables). Needs placeholders.")
     value_pointers: bool = Field(
         default=False,
         description="Number the question's words (w1 How w2 many ...); the target writes a value that is a run "
@@ -75,6 +80,11 @@ class PromptOptions(BaseModel):
         description="Show only the tables the question links to (a link mark on the table, one of its "
         "columns or a stored value), all of them when none is linked: shorter inputs train faster. Training "
         "skips examples whose gold query reads a table left out. Needs link_marks.")
+    linked_columns_only: bool = Field(
+        default=False,
+        description="Of the shown tables, show only the columns with a link mark (all of them when none has "
+        "one): the schema shrinks to the columns the question names. Training skips examples whose gold query "
+        "reads a column left out. Needs placeholders and link_marks.")
     skeleton_hints: int = Field(
         default=0, ge=0, le=8,
         description="Show the sketches (tables t, columns c, values v) of the queries of this many of the most "
@@ -92,6 +102,10 @@ class PromptOptions(BaseModel):
             raise ValueError("question_links needs value_pointers: true")
         if self.linked_tables_only and not (self.link_marks and self.schema_format == "compact"):
             raise ValueError("linked_tables_only needs schema_format: compact and link_marks: true")
+        if self.fix_tables and not self.placeholders:
+            raise ValueError("fix_tables needs placeholders: true")
+        if self.linked_columns_only and not (self.link_marks and self.placeholders):
+            raise ValueError("linked_columns_only needs placeholders: true and link_marks: true")
         if self.skeleton_hints and not self.placeholders:
             raise ValueError("skeleton_hints needs placeholders: true")
         return self
@@ -110,7 +124,8 @@ def _layout(question: str, context: str, opts: PromptOptions):
 
     return layout(question, context, placeholders=opts.placeholders, link_marks=opts.link_marks,
                   shuffle_tables=opts.shuffle_tables, column_types=opts.column_types,
-                  sample_values=opts.sample_values, linked_only=opts.linked_tables_only)
+                  sample_values=opts.sample_values, linked_only=opts.linked_tables_only,
+                  linked_columns_only=opts.linked_columns_only)
 
 
 def build_source(question: str, context: str, opts: PromptOptions | None = None,
@@ -224,7 +239,7 @@ def postprocess(text: str, question: str = "", context: str = "", opts: PromptOp
             lay = _layout(question, context, opts)
             if lay.text:
                 return restore_sql(text, lay, question, infer_joins=opts.infer_joins, snap_values=opts.snap_values,
-                                   value_pointers=opts.value_pointers)
+                                   value_pointers=opts.value_pointers, fix_tables=opts.fix_tables)
         if opts.snap_values:
             from t2sql.linking import snap_literals
 

@@ -96,10 +96,10 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
     for i, rec in enumerate(read_jsonl(path)):
         if limit is not None and i >= limit:
             break
-        if prompt is not None and prompt.linked_tables_only and prompt.placeholders:
+        if prompt is not None and (prompt.linked_tables_only or prompt.linked_columns_only) and prompt.placeholders:
             target = placeholder_target(rec["answer"], rec["question"], rec["context"], prompt)
             if target is None:
-                left_out += 1  # the gold query reads a table the pruned schema does not show
+                left_out += 1  # the gold query reads a table or column the pruned schema does not show
                 continue
         else:
             target = build_target(rec["answer"], rec["question"], rec["context"], prompt)
@@ -109,7 +109,7 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
         tgts.append(target)
     srcs = build_sources(pairs, prompt, skeletons, groups if exclude_own_group else None)
     if left_out:
-        log.info("%s: %d examples left out (their gold query reads a table linked_tables_only does not show)",
+        log.info("%s: %d examples left out (their gold query reads a table or column the pruned schema does not show)",
                  path, left_out)
     enc_s = tokenizer(srcs, truncation=True, max_length=max_source_length)["input_ids"] if srcs else []
     enc_t = tokenizer(tgts, truncation=True, max_length=max_target_length)["input_ids"] if tgts else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,83 @@ def test_linked_tables_only_shows_the_tables_a_question_names_and_training_skips
     enc = encode_file(path, tok, 128, 32, prompt=opts)
     assert enc.ids == ["a"]  # stadium is not shown for this question: nothing to point at
     assert len(encode_file(path, tok, 128, 32, prompt=opts.model_copy(update={"linked_tables_only": False})).ids) == 3
+
+
+def test_linked_columns_only_shows_the_named_columns_and_still_infers_joins_through_hidden_keys(tmp_path):
+    from t2sql.prompt import placeholder_target
+
+    ctx = ("CREATE TABLE singer (id NUMBER PRIMARY KEY, name TEXT, country TEXT); "
+           "CREATE TABLE concert (concert_id NUMBER, performer_id NUMBER, year TEXT, "
+           "FOREIGN KEY (performer_id) REFERENCES singer(id))")
+    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
+                         infer_joins=True, linked_tables_only=True, linked_columns_only=True)
+    q = "What are the names of singers with a concert in 2014?"
+    assert build_source(q, ctx, opts) == ("question: What are the names of singers with a concert in 2014? | "
+                                          "t1 singer [E] : c1 name [E] | t2 concert [E] : c2 concert id [P]")
+    gold = "SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.performer_id WHERE T2.year = 2014"
+    # year is not named by the question: no target can point at it.
+    assert placeholder_target(gold, q, ctx, opts) is None
+    q2 = "What are the names of singers with a concert in the year 2014?"
+    target = build_target(gold, q2, ctx, opts)
+    assert target == "SELECT c1 FROM t1 JOIN t2 WHERE c3 = 2014"
+    # The join goes through two hidden columns; it is given back on output.
+    assert postprocess(target, q2, ctx, opts) == ("SELECT singer.name FROM singer JOIN concert ON "
+                                                  "singer.id = concert.performer_id WHERE concert.year = 2014")
+    # country is hidden, and no question word links to it.
+    assert "country" not in build_source(q2, ctx, opts)
+    assert "performer" not in build_source(q2, ctx, opts)
+    # Nothing named: every column is shown.
+    assert "country" in build_source("How big is it?", ctx, opts)
+    with pytest.raises(ValidationError, match="linked_columns_only needs"):
+        PromptOptions(schema_format="compact", link_marks=True, linked_columns_only=True)
+
+    from t2sql.modeling import train_tokenizer
+    from t2sql.training import encode_file
+
+    rows = [{"id": "a", "question": q2, "context": ctx, "answer": gold},
+            {"id": "b", "question": q, "context": ctx, "answer": gold}]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = train_tokenizer([build_source(q2, ctx, opts), target] * 5, 300)
+    assert encode_file(path, tok, 128, 32, prompt=opts).ids == ["a"]
+
+
+def test_fix_tables_reads_the_tables_the_chosen_columns_belong_to():
+    ctx = ("CREATE TABLE singer (id NUMBER PRIMARY KEY, name TEXT, country TEXT); "
+           "CREATE TABLE concert (concert_id NUMBER, performer_id NUMBER, year TEXT, "
+           "FOREIGN KEY (performer_id) REFERENCES singer(id)); CREATE TABLE stadium (capacity NUMBER)")
+    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
+                         infer_joins=True, repair=True, fix_tables=True)
+    q = "What are the names of singers with a concert in the year 2014?"
+    assert build_source(q, ctx, opts).endswith("| t1 singer [E] : c1 id , c2 name [E] , c3 country | t2 concert [E] : "
+                                               "c4 concert id [P] , c5 performer id , c6 year [E] | t3 stadium : "
+                                               "c7 capacity")
+    cases = {
+        # the right column, the wrong table: the table is swapped
+        "SELECT c2 FROM t2": "SELECT name FROM singer",
+        # a column of another table: it is joined, through the foreign key
+        "SELECT c2 FROM t1 WHERE c6 = 2014": ("SELECT singer.name FROM singer JOIN concert ON singer.id = "
+                                              "concert.performer_id WHERE concert.year = 2014"),
+        # a join repeated until the token limit
+        "SELECT c2 , COUNT(*) FROM t1 JOIN t2 JOIN t2 JOIN t2 JOIN t2 GROUP BY c2": (
+            "SELECT singer.name, COUNT(*) FROM singer JOIN concert ON singer.id = concert.performer_id "
+            "GROUP BY singer.name"),
+        "SELECT c2 FROM t1 LEFT JOIN t1": "SELECT name FROM singer",
+        # each SELECT on its own: the subquery reads concert
+        "SELECT COUNT(*) FROM t1 WHERE c2 IN (SELECT c6 FROM t1)": (
+            "SELECT COUNT(*) FROM singer WHERE singer.name IN (SELECT concert.year FROM concert)"),
+        # no key between them: a plain join that runs
+        "SELECT c2 , c7 FROM t1": "SELECT singer.name, stadium.capacity FROM singer JOIN stadium",
+        # already consistent: unchanged
+        "SELECT c2 FROM t1 WHERE c3 = 'UK'": "SELECT name FROM singer WHERE country = 'UK'",
+    }
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(ctx.replace("; ", ";\n") + ";")
+    for text, want in cases.items():
+        got = postprocess(text, q, ctx, opts)
+        assert got == want, text
+        conn.execute(got)
+        unfixed = postprocess(text, q, ctx, opts.model_copy(update={"fix_tables": False}))
+        assert (unfixed == want) == text.endswith("'UK'")
+    with pytest.raises(ValidationError, match="fix_tables needs"):
+        PromptOptions(fix_tables=True)
