@@ -729,14 +729,8 @@ def _quote(name: str) -> str:
     return quote_identifier(name)
 
 
-def _add_join_conditions(text: str, lay: Layout) -> str:
-    """Give every ``JOIN`` without ``ON``/``USING`` the condition :func:`join_condition` infers."""
-    if not re.search(r"\bJOIN\b", text, re.IGNORECASE) or too_many_joins(text):
-        return text
-    try:
-        tree = sqlglot.parse_one(text, read="sqlite")
-    except sqlglot.errors.SqlglotError:
-        return text
+def _add_join_conditions(tree: exp.Expression, lay: Layout) -> bool:
+    """Give every ``JOIN`` without ``ON``/``USING`` the condition :func:`join_condition` infers; True if any."""
     changed = False
     for select in tree.find_all(exp.Select):
         tables = _scope_tables(select)
@@ -755,36 +749,78 @@ def _add_join_conditions(text: str, lay: Layout) -> str:
                     j.set("on", exp.EQ(this=exp.column(got[0]), expression=exp.column(got[1])))
                     changed = True
             seen.append(right)
-    return tree.sql(dialect="sqlite") if changed else text
+    return changed
 
 
 _REPEATED_JOIN = re.compile(r"(?:\s+(?:LEFT|RIGHT|FULL|INNER|OUTER|CROSS|NATURAL))*\s+JOIN\s+(t\d+)\b"
                             r"(?!\s*(?:AS\b|ON\b|USING\b|\.))", re.IGNORECASE)
 
 
-def fix_scope_tables(text: str, lay: Layout) -> str:
-    """Make each SELECT read the tables its columns belong to (placeholder SQL).
-
-    A small model often points at the right column but names the wrong table (``SELECT c7 FROM t1``
-    where c7 is a column of t2), or repeats ``JOIN t2`` until its token limit; either query fails
-    to run. In a query without subqueries, a table joined again is dropped (before parsing, whose
-    time doubles per JOIN). In each SELECT without aliases: a lone table none of whose columns is
-    read, in a SELECT that reads columns of exactly one other table, is replaced by that table; the
-    tables of other columns read are joined (their conditions are inferred afterwards).
-    Never raises: the text is returned unchanged when it does not parse.
-    """
-    if not re.search(r"\b[tc]\d+\b", text):
+def _drop_repeated_joins(text: str) -> str:
+    """In a query without subqueries, drop a ``JOIN tK`` of a table already read (before parsing, whose
+    time doubles per JOIN)."""
+    if re.search(r"\(\s*SELECT\b", text, re.IGNORECASE):
         return text
-    if not re.search(r"\(\s*SELECT\b", text, re.IGNORECASE):  # no subquery: repeated joins go before parsing
-        seen: set[str] = set(re.findall(r"\bFROM\s+(t\d+)\b", text, re.IGNORECASE))
+    seen: set[str] = set(re.findall(r"\bFROM\s+(t\d+)\b", text, re.IGNORECASE))
 
-        def drop(m: re.Match[str]) -> str:
-            if m.group(1) in seen:
-                return ""
-            seen.add(m.group(1))
-            return m.group(0)
+    def drop(m: re.Match[str]) -> str:
+        if m.group(1) in seen:
+            return ""
+        seen.add(m.group(1))
+        return m.group(0)
 
-        text = _REPEATED_JOIN.sub(drop, text)
+    return _REPEATED_JOIN.sub(drop, text)
+
+
+def _read_column_tables(tree: exp.Expression, lay: Layout) -> bool:
+    """Make each SELECT without aliases read the tables its columns belong to; True if any changed.
+
+    A lone table none of whose columns is read, in a SELECT that reads columns of exactly one other
+    table, is replaced by that table; the tables of other columns read are joined, bare (their
+    conditions are inferred by :func:`_add_join_conditions`).
+    """
+    changed = False
+    for select in list(tree.find_all(exp.Select)):
+        tables = _scope_tables(select)
+        if not tables or any(t.alias for t in tables) or any(t.name not in lay.tables for t in tables):
+            continue
+        owners: list[str] = []
+        for col in select.find_all(exp.Column):
+            if col.table or col.name not in lay.columns or next(_enclosing_selects(col), None) is not select:
+                continue
+            tid = lay.table_ids.get(lay.columns[col.name][0].lower())
+            if tid and tid not in owners:
+                owners.append(tid)
+        missing = [o for o in owners if o not in {t.name for t in tables}]
+        if not missing:
+            continue
+        if len(tables) == 1 and not select.args.get("joins") and len(owners) == 1:
+            tables[0].set("this", exp.to_identifier(owners[0]))
+        else:
+            for tid in missing:  # a bare JOIN, as the parser reads one
+                select.append("joins", exp.Join(this=exp.to_table(tid), on=exp.Boolean(this=True)))
+        changed = True
+    return changed
+
+
+def rewrite_tables(text: str, lay: Layout, fix_tables: bool = True, infer_joins: bool = True) -> str:
+    """Tables and join conditions of placeholder SQL, on one parse of ``text``.
+
+    ``fix_tables``: make each SELECT read the tables its columns belong to. A small model often
+    points at the right column but names the wrong table (``SELECT c7 FROM t1`` where c7 is a column
+    of t2), or repeats ``JOIN t2`` until its token limit; either query fails to run. In a query
+    without subqueries a table joined again is dropped; in each SELECT without aliases a lone table
+    none of whose columns is read is swapped for the one whose columns are, and the tables of other
+    columns read are joined (:func:`_read_column_tables`). ``infer_joins``: every bare JOIN gets the
+    condition :func:`join_condition` infers. Never raises: the text is returned unchanged when it
+    does not parse.
+    """
+    if fix_tables:
+        if not re.search(r"\b[tc]\d+\b", text):
+            return text
+        text = _drop_repeated_joins(text)
+    elif not (infer_joins and re.search(r"\bJOIN\b", text, re.IGNORECASE)):
+        return text
     if too_many_joins(text):
         return text
     try:
@@ -793,30 +829,8 @@ def fix_scope_tables(text: str, lay: Layout) -> str:
         return text
     if tree is None:
         return text
-    changed = False
-    for select in list(tree.find_all(exp.Select)):
-        tables = _scope_tables(select)
-        if not tables or any(t.alias for t in tables) or any(t.name not in lay.tables for t in tables):
-            continue
-        names = [t.name for t in tables]
-        owners: list[str] = []
-        for col in select.find_all(exp.Column):
-            if next(_enclosing_selects(col), None) is not select or col.table:
-                continue
-            key = col.name
-            if key in lay.columns:
-                tid = lay.table_ids.get(lay.columns[key][0].lower())
-                if tid and tid not in owners:
-                    owners.append(tid)
-        missing = [o for o in owners if o not in names]
-        if not missing:
-            continue
-        if len(tables) == 1 and not select.args.get("joins") and len(owners) == 1:
-            tables[0].set("this", exp.to_identifier(owners[0]))
-        else:
-            for tid in missing:  # a bare JOIN, as the parser reads one; its condition is inferred afterwards
-                select.append("joins", exp.Join(this=exp.to_table(tid), on=exp.Boolean(this=True)))
-        changed = True
+    changed = fix_tables and _read_column_tables(tree, lay)
+    changed = (infer_joins and _add_join_conditions(tree, lay)) or changed
     return re.sub(r" ON TRUE\b", "", tree.sql(dialect="sqlite")) if changed else text
 
 
@@ -840,10 +854,8 @@ def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = 
     text = "".join(pieces)
     if value_pointers:
         text = resolve_pointers(text, question)
-    if fix_tables:
-        text = fix_scope_tables(text, lay)
-    if infer_joins:
-        text = _add_join_conditions(text, lay)
+    if fix_tables or infer_joins:
+        text = rewrite_tables(text, lay, fix_tables, infer_joins)
     used_tables = {m.group(3) for m in _PLACEHOLDER.finditer(_code_only(text)) if m.group(2) == "t"}
     qualify = len(used_tables) > 1
 

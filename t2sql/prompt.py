@@ -66,7 +66,7 @@ class PromptOptions(BaseModel):
         default=False,
         description="On output, make each SELECT read the tables its columns belong to: a repeated JOIN is "
         "dropped, a table none of whose columns is read is swapped for the one whose columns are, other "
-        "tables read are joined (t2sql.linking.fix_scope_tables). Needs placeholders.")
+        "tables read are joined (t2sql.linking.rewrite_tables). Needs placeholders.")
     value_pointers: bool = Field(
         default=False,
         description="Number the question's words (w1 How w2 many ...); the target writes a value that is a run "

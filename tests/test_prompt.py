@@ -237,14 +237,19 @@ def test_linked_tables_only_shows_the_tables_a_question_names_and_training_skips
     assert len(encode_file(path, tok, 128, 32, prompt=opts.model_copy(update={"linked_tables_only": False})).ids) == 3
 
 
+# Two tables joined through keys the question does not name (performer_id -> singer.id).
+PERFORMER_CTX = ("CREATE TABLE singer (id NUMBER PRIMARY KEY, name TEXT, country TEXT); "
+                 "CREATE TABLE concert (concert_id NUMBER, performer_id NUMBER, year TEXT, "
+                 "FOREIGN KEY (performer_id) REFERENCES singer(id))")
+NUMBERED = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
+                         infer_joins=True)
+
+
 def test_linked_columns_only_shows_the_named_columns_and_still_infers_joins_through_hidden_keys(tmp_path):
     from t2sql.prompt import placeholder_target
 
-    ctx = ("CREATE TABLE singer (id NUMBER PRIMARY KEY, name TEXT, country TEXT); "
-           "CREATE TABLE concert (concert_id NUMBER, performer_id NUMBER, year TEXT, "
-           "FOREIGN KEY (performer_id) REFERENCES singer(id))")
-    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
-                         infer_joins=True, linked_tables_only=True, linked_columns_only=True)
+    ctx = PERFORMER_CTX
+    opts = NUMBERED.model_copy(update={"linked_tables_only": True, "linked_columns_only": True})
     q = "What are the names of singers with a concert in 2014?"
     assert build_source(q, ctx, opts) == ("question: What are the names of singers with a concert in 2014? | "
                                           "t1 singer [E] : c1 name [E] | t2 concert [E] : c2 concert id [P]")
@@ -277,11 +282,8 @@ def test_linked_columns_only_shows_the_named_columns_and_still_infers_joins_thro
 
 
 def test_fix_tables_reads_the_tables_the_chosen_columns_belong_to():
-    ctx = ("CREATE TABLE singer (id NUMBER PRIMARY KEY, name TEXT, country TEXT); "
-           "CREATE TABLE concert (concert_id NUMBER, performer_id NUMBER, year TEXT, "
-           "FOREIGN KEY (performer_id) REFERENCES singer(id)); CREATE TABLE stadium (capacity NUMBER)")
-    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
-                         infer_joins=True, repair=True, fix_tables=True)
+    ctx = PERFORMER_CTX + "; CREATE TABLE stadium (capacity NUMBER)"
+    opts = NUMBERED.model_copy(update={"repair": True, "fix_tables": True})
     q = "What are the names of singers with a concert in the year 2014?"
     assert build_source(q, ctx, opts).endswith("| t1 singer [E] : c1 id , c2 name [E] , c3 country | t2 concert [E] : "
                                                "c4 concert id [P] , c5 performer id , c6 year [E] | t3 stadium : "
