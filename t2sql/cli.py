@@ -73,7 +73,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     db = Path(args.db)
     context = sqlite_create_tables(db)
     translator = Translator.load(args.model, args.registry, backend=args.backend, num_beams=args.beams)
-    sql, ms = translator.translate_one(args.question, context)
+    sql, ms = translator.translate_one(args.question, context, db_path=str(db))
     print(f"SQL ({ms:.0f} ms, model {translator.model_dir}):\n  {sql}")
     result = execute(db, sql, timeout_s=args.timeout, row_cap=args.max_rows)
     if not result.ok:

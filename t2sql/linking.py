@@ -189,6 +189,44 @@ def humanize(name: str) -> str:
     return " ".join(w.lower() for w in _WORD.findall(spaced))
 
 
+#: Abbreviations common in schema names, read as the words a question uses (``expand_names``).
+_ABBREVIATIONS = {
+    "acc": "account", "act": "activity", "addr": "address", "al": "airline", "amen": "amenity", "amt": "amount",
+    "ap": "airport", "apt": "apartment", "auth": "author", "avg": "average", "cap": "capacity", "cnt": "count",
+    "cred": "credit", "crs": "course", "cust": "customer", "dept": "department", "desc": "description",
+    "dob": "date of birth", "dorm": "dormitory", "dst": "destination", "emp": "employee", "fac": "faculty",
+    "firstname": "first name", "fname": "first name", "forename": "first name", "govt": "government",
+    "info": "information", "inst": "institution", "lang": "language", "lastname": "last name", "lname": "last name",
+    "loc": "location", "mgr": "manager", "num": "number", "org": "organization", "pct": "percent",
+    "pop": "population", "pos": "position", "prod": "product", "prof": "professor", "qty": "quantity",
+    "reg": "registration", "src": "source", "std": "student", "stu": "student", "surname": "last name",
+    "tel": "telephone", "tot": "total", "uni": "university", "yr": "year",
+}
+#: English words that end in ``id`` without being ``<name> id``.
+_NOT_ID = {"acid", "afraid", "avid", "candid", "david", "fluid", "humid", "hybrid", "invalid", "liquid", "lucid",
+           "madrid", "maid", "morbid", "orchid", "paid", "pyramid", "raid", "rapid", "said", "solid", "splendid",
+           "squid", "stupid", "timid", "valid", "vivid", "void"}
+
+
+def name_words(name: str, expand: bool = False) -> list[str]:
+    """The words of a table or column name, as :func:`humanize` splits them.
+
+    With ``expand``, a word glued to ``id`` is split off it (``dormid`` -> ``dorm id``) and common
+    abbreviations are written out (``dept`` -> ``department``, ``fname`` -> ``first name``), so the
+    name links to the words a question uses.
+    """
+    words = humanize(name).split()
+    if not expand:
+        return words
+    out: list[str] = []
+    for w in words:
+        if len(w) > 3 and w.endswith("id") and w not in _NOT_ID:
+            out += _ABBREVIATIONS.get(w[:-2], w[:-2]).split() + ["id"]
+        else:
+            out += _ABBREVIATIONS.get(w, w).split()
+    return out
+
+
 def _stem(word: str) -> str:
     """A light plural stemmer shared by question words and schema names.
 
@@ -216,8 +254,19 @@ def question_words(question: str) -> list[str]:
     return [_stem(w) for w in _WORD.findall(question)]
 
 
-def _link(name_words: list[str], q_words: list[str], q_set: set[str]) -> str | None:
-    stems = [_stem(w) for w in name_words]
+def _link_name(name: str, q_words: list[str], q_set: set[str], expand: bool) -> str | None:
+    """The link mark of a table or column name: its own words, else (``expand``) its words written out."""
+    words = name_words(name)
+    mark = _link(words, q_words, q_set)
+    if mark is None and expand:
+        expanded = name_words(name, expand=True)
+        if expanded != words:
+            mark = _link(expanded, q_words, q_set)
+    return mark
+
+
+def _link(words: list[str], q_words: list[str], q_set: set[str]) -> str | None:
+    stems = [_stem(w) for w in words]
     if not stems:
         return None
     m = len(stems)
@@ -268,6 +317,7 @@ class Layout:
     column_ids: dict[tuple[str, str], str] = field(default_factory=dict)
     text: str = ""
     hidden: set[str] = field(default_factory=set)
+    expand_names: bool = False
 
 
 def _show_table_name(name: str) -> str:
@@ -281,7 +331,8 @@ def _show_table_name(name: str) -> str:
 @functools.lru_cache(maxsize=8192)
 def layout(question: str, context: str, placeholders: bool = True, link_marks: bool = True,
            shuffle_tables: bool = False, column_types: bool = True, sample_values: int = 0,
-           linked_first: bool = True, linked_only: bool = False, linked_columns_only: bool = False) -> Layout:
+           linked_first: bool = True, linked_only: bool = False, linked_columns_only: bool = False,
+           expand_names: bool = False, key_columns: bool = False, rank_tables: bool = False) -> Layout:
     """Number the schema of ``context`` for ``question`` and write it compactly.
 
     Args:
@@ -301,12 +352,19 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         linked_columns_only: of the shown tables, write only the columns with a link mark (a
             table without one shows its name alone); all columns when none has one. The others
             are numbered after the shown ones and listed in ``Layout.hidden``.
+        expand_names: link names through their words written out (:func:`name_words`):
+            ``dept_name`` is named by "department", ``stuid`` by "student".
+        key_columns: with ``linked_columns_only``, also show the columns of a foreign key between
+            two shown tables (unmarked): the keys that subqueries and groupings read.
+        rank_tables: with ``linked_first``, the tables the question names in full come first,
+            then those it names in part, then those linked through a column or value only (the
+            shuffled order kept within each rank).
 
     Returns:
         A :class:`Layout`; its ``text`` is empty when the context has no readable table.
     """
     schema = parse_context(context)
-    out = Layout(schema)
+    out = Layout(schema, expand_names=expand_names)
     if not schema.tables:
         return out
     q_words = question_words(question)
@@ -315,17 +373,17 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
     tables = list(schema.tables)
     if shuffle_tables:
         random.Random(zlib.crc32(question.encode("utf-8"))).shuffle(tables)
-    pieces: dict[str, tuple[bool, str]] = {}
     rendered: list[tuple[Table, bool, list[tuple[Column, str]]]] = []
+    rank: dict[str, int] = {}
     for table in tables:
-        t_mark = _link(humanize(table.name).split(), q_words, q_set) if link_marks else None
+        t_mark = _link_name(table.name, q_words, q_set, expand_names) if link_marks else None
         cols = []
         linked = t_mark is not None
         for col in table.columns:
             parts = [humanize(col.name)]
             if column_types and col.type:
                 parts.append(coarse_type(col.type).lower())
-            mark = _link(humanize(col.name).split(), q_words, q_set) if link_marks else None
+            mark = _link_name(col.name, q_words, q_set, expand_names) if link_marks else None
             shown = []
             if col.samples:
                 hits = [s for s in col.samples if _value_in_question(_literal_text(s), q_low)]
@@ -339,11 +397,22 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
                 parts.append("( " + " , ".join(shown) + " )")
             cols.append((col, " ".join(parts), mark is not None))
         rendered.append((table, linked, cols))
+        rank[table.name] = (0 if t_mark == MARK_EXACT else 1 if t_mark else 2 if linked else 3) if rank_tables \
+            else (0 if linked else 1)
     if linked_first and link_marks:
-        rendered.sort(key=lambda r: not r[1])
+        rendered.sort(key=lambda r: rank[r[0].name])
     if linked_only and link_marks and any(r[1] for r in rendered):
         rendered = [r for r in rendered if r[1]]
     hide = linked_columns_only and link_marks and any(m for _, _, cols in rendered for _, _, m in cols)
+    keys: set[tuple[str, str]] = set()
+    if hide and key_columns:
+        shown_tables = {table.name.lower() for table, _, _ in rendered}
+        for (ta, ca), (tb, cb) in schema.foreign_keys:
+            if ta.lower() in shown_tables and tb.lower() in shown_tables and ta.lower() != tb.lower():
+                keys.update({(ta.lower(), ca.lower()), (tb.lower(), cb.lower())})
+    if keys:
+        rendered = [(table, linked, [(col, text, marked or (table.name.lower(), col.name.lower()) in keys)
+                                     for col, text, marked in cols]) for table, linked, cols in rendered]
     segments = []
     n_col = 0
     for k, (table, linked, cols) in enumerate(rendered, start=1):
@@ -351,7 +420,7 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         out.tables[tid] = table.name
         out.table_ids[table.name.lower()] = tid
         head = _show_table_name(table.name) or (table.name if not placeholders else "")
-        t_mark = _link(humanize(table.name).split(), q_words, q_set) if link_marks else None
+        t_mark = _link_name(table.name, q_words, q_set, expand_names) if link_marks else None
         head_text = " ".join(x for x in ((tid if placeholders else ""), head, t_mark or "") if x)
         col_texts = []
         for col, text, marked in cols:
@@ -584,6 +653,11 @@ def mark_question(question: str, links: dict[int, list[str]] | None = None) -> s
                     for i, (a, b) in enumerate(spans, start=1))
 
 
+def _index_words(name: str, expand: bool) -> list[str]:
+    words = name_words(name)
+    return list(dict.fromkeys(words + name_words(name, expand=True))) if expand else words
+
+
 def question_links(question: str, lay: Layout, max_labels: int = 3) -> dict[int, list[str]]:
     """The table and column numbers each question word names: word index (from 0) -> labels.
 
@@ -594,12 +668,12 @@ def question_links(question: str, lay: Layout, max_labels: int = 3) -> dict[int,
     """
     index: dict[str, list[str]] = {}
     for tid, tname in lay.tables.items():
-        for w in humanize(tname).split():
+        for w in _index_words(tname, lay.expand_names):
             index.setdefault(_stem(w), []).append(tid)
     for cid, (_, cname) in lay.columns.items():
         if cid in lay.hidden:
             continue
-        for w in humanize(cname).split():
+        for w in _index_words(cname, lay.expand_names):
             index.setdefault(_stem(w), []).append(cid)
     out: dict[int, list[str]] = {}
     for i, (a, b) in enumerate(question_word_spans(question)):

@@ -85,6 +85,23 @@ class PromptOptions(BaseModel):
         description="Of the shown tables, show only the columns with a link mark (all of them when none has "
         "one): the schema shrinks to the columns the question names. Training skips examples whose gold query "
         "reads a column left out. Needs placeholders and link_marks.")
+    expand_names: bool = Field(
+        default=False,
+        description="Link schema names through their words written out: a word glued to id is split off "
+        "(stuid -> stu id) and common abbreviations are read as words (dept -> department, fname -> first name).")
+    key_columns: bool = Field(
+        default=False,
+        description="With linked_columns_only, also show the columns of each foreign key between two shown "
+        "tables, the keys that subqueries and groupings read.")
+    rank_tables: bool = Field(
+        default=False,
+        description="Number first the tables the question names in full ([E]), then those it names in part "
+        "([P]), then those linked through a column or a value only: the table a query reads is most often t1.")
+    question_values: bool = Field(
+        default=False,
+        description="Write into the context the values of the question's database that the question names "
+        "(t2sql.data.values): 'from the United Kingdom' marks and shows Country = 'United Kingdom'. Needs "
+        "link_marks and the SQLite file of each question (db_path); without one the context is used as it is.")
     skeleton_hints: int = Field(
         default=0, ge=0, le=8,
         description="Show the sketches (tables t, columns c, values v) of the queries of this many of the most "
@@ -106,6 +123,10 @@ class PromptOptions(BaseModel):
             raise ValueError("fix_tables needs placeholders: true")
         if self.linked_columns_only and not (self.link_marks and self.placeholders):
             raise ValueError("linked_columns_only needs placeholders: true and link_marks: true")
+        if self.question_values and not self.link_marks:
+            raise ValueError("question_values needs link_marks: true")
+        if self.key_columns and not self.linked_columns_only:
+            raise ValueError("key_columns needs linked_columns_only: true")
         if self.skeleton_hints and not self.placeholders:
             raise ValueError("skeleton_hints needs placeholders: true")
         return self
@@ -119,13 +140,25 @@ class PromptOptions(BaseModel):
         return placeholder_tokens() if self.placeholders or self.link_marks else []
 
 
+def question_context(question: str, context: str, db_path: str | os.PathLike[str] | None,
+                     opts: PromptOptions | None) -> str:
+    """The context the model reads for ``question``: with ``opts.question_values``, the values of
+    ``db_path`` the question names are written into it (:func:`t2sql.data.values.with_question_values`)."""
+    if opts is None or not opts.question_values or not db_path:
+        return context
+    from t2sql.data.values import with_question_values
+
+    return with_question_values(question, context, db_path)
+
+
 def _layout(question: str, context: str, opts: PromptOptions):
     from t2sql.linking import layout
 
     return layout(question, context, placeholders=opts.placeholders, link_marks=opts.link_marks,
                   shuffle_tables=opts.shuffle_tables, column_types=opts.column_types,
                   sample_values=opts.sample_values, linked_only=opts.linked_tables_only,
-                  linked_columns_only=opts.linked_columns_only)
+                  linked_columns_only=opts.linked_columns_only, expand_names=opts.expand_names,
+                  key_columns=opts.key_columns, rank_tables=opts.rank_tables)
 
 
 def build_source(question: str, context: str, opts: PromptOptions | None = None,

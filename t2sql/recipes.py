@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from t2sql.io import read_jsonl
-from t2sql.prompt import PromptOptions, build_sources, postprocess
+from t2sql.prompt import PromptOptions, build_sources, postprocess, question_context
 from t2sql.retrieval import SkeletonIndex
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ def greedy_translate(model, tokenizer, records: Sequence[dict[str, Any]], prompt
     with ``prompt``, as a served model's do. ``skeletons`` is the sketch index a model trained
     with ``prompt.skeleton_hints`` needs (:mod:`t2sql.retrieval`).
     """
-    sources = build_sources([(r["question"], r["context"]) for r in records], prompt, skeletons)
+    contexts = [question_context(r["question"], r["context"], r.get("db_path"), prompt) for r in records]
+    sources = build_sources([(r["question"], c) for r, c in zip(records, contexts)], prompt, skeletons)
     enc = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     device = next(model.parameters()).device
@@ -57,7 +58,7 @@ def greedy_translate(model, tokenizer, records: Sequence[dict[str, Any]], prompt
         texts = tokenizer.batch_decode(gen, skip_special_tokens=True)
         for r, i in enumerate(idx):
             rec = records[i]
-            out[i] = postprocess(texts[r], rec["question"], rec["context"], prompt)
+            out[i] = postprocess(texts[r], rec["question"], contexts[i], prompt)
     return out
 
 

@@ -317,3 +317,81 @@ def test_fix_tables_reads_the_tables_the_chosen_columns_belong_to():
         assert (unfixed == want) == text.endswith("'UK'")
     with pytest.raises(ValidationError, match="fix_tables needs"):
         PromptOptions(fix_tables=True)
+
+
+def test_expand_names_links_abbreviated_and_glued_names():
+    from t2sql.linking import name_words, question_links
+    from t2sql.prompt import _layout, placeholder_target
+
+    assert name_words("dept_name", expand=True) == ["department", "name"]
+    assert name_words("dormid", expand=True) == ["dormitory", "id"]
+    assert name_words("StuID", expand=True) == ["student", "id"]
+    assert name_words("forename", expand=True) == ["first", "name"]
+    assert name_words("valid", expand=True) == ["valid"]  # an English word, not "val id"
+    assert name_words("dept_name") == ["dept", "name"]
+
+    ctx = ("CREATE TABLE department (dept_name TEXT PRIMARY KEY, building TEXT); "
+           "CREATE TABLE student (StuID NUMBER PRIMARY KEY, Fname TEXT, surname TEXT, age NUMBER, dept_name TEXT, "
+           "FOREIGN KEY (dept_name) REFERENCES department(dept_name))")
+    q = "What are the first names and ages of students in the History department?"
+    gold = "SELECT Fname, age FROM student WHERE dept_name = 'History'"
+    opts = NUMBERED.model_copy(update={"linked_tables_only": True, "linked_columns_only": True,
+                                       "value_pointers": True, "question_links": True})
+    plain = build_source(q, ctx, opts)
+    assert "fname" not in plain and "dept name" not in plain
+    assert placeholder_target(gold, q, ctx, opts) is None
+    expanded = opts.model_copy(update={"expand_names": True})
+    source = build_source(q, ctx, expanded)
+    assert "fname [E]" in source and "dept name [P]" in source and "age [E]" in source
+    assert "building" not in source
+    assert "surname" not in source  # last name is not asked for
+    lay = _layout(q, ctx, expanded)
+    fname = lay.column_ids[("student", "fname")]
+    words = q.split()
+    assert fname in question_links(q, lay)[words.index("first")]
+    target = placeholder_target(gold, q, ctx, expanded)
+    assert target is not None
+    assert postprocess(target, q, ctx, expanded) == gold
+    # a name the question writes as it is keeps its own link
+    assert "surname [E]" in build_source("List every surname.", ctx, expanded)
+
+
+def test_key_columns_shows_the_keys_between_shown_tables():
+    from t2sql.prompt import placeholder_target
+
+    q = "How many singers have no concert?"
+    gold = "SELECT count(*) FROM singer WHERE id NOT IN (SELECT performer_id FROM concert)"
+    opts = NUMBERED.model_copy(update={"linked_tables_only": True, "linked_columns_only": True})
+    # concert_id is the only column named: the keys stay hidden, and the target cannot be written
+    assert "performer" not in build_source(q, PERFORMER_CTX, opts)
+    assert placeholder_target(gold, q, PERFORMER_CTX, opts) is None
+    keyed = opts.model_copy(update={"key_columns": True})
+    source = build_source(q, PERFORMER_CTX, keyed)
+    assert source.endswith("| t1 singer [E] : c1 id | t2 concert [E] : c2 concert id [P] , c3 performer id")
+    target = placeholder_target(gold, q, PERFORMER_CTX, keyed)
+    assert target == "SELECT COUNT(*) FROM t1 WHERE NOT c1 IN (SELECT c3 FROM t2)"
+    assert postprocess(target, q, PERFORMER_CTX, keyed) == ("SELECT COUNT(*) FROM singer WHERE NOT singer.id IN "
+                                                              "(SELECT concert.performer_id FROM concert)")
+    # a key to a table that is not shown stays hidden
+    assert "performer" not in build_source("How many concerts are there?", PERFORMER_CTX, keyed)
+    with pytest.raises(ValidationError, match="key_columns needs"):
+        PromptOptions(schema_format="compact", placeholders=True, link_marks=True, key_columns=True)
+
+
+def test_rank_tables_numbers_the_named_table_first():
+    ctx = ("CREATE TABLE climber (climber_id NUMBER, name TEXT, country TEXT); "
+           "CREATE TABLE mountain_range (range_id NUMBER, name TEXT); "
+           "CREATE TABLE ranges_visited (range_id NUMBER, climber_id NUMBER)")
+    opts = NUMBERED.model_copy(update={"linked_tables_only": True, "linked_columns_only": True})
+    q = "What is the name of each mountain range?"
+    # declaration order: climber (linked only through its name column) comes first
+    assert build_source(q, ctx, opts).endswith(
+        "| t1 climber : c1 name [E] | t2 mountain range [E] : c2 range id [P] , c3 name [E] | t3 ranges visited [P] "
+        ": c4 range id [P]")
+    ranked = opts.model_copy(update={"rank_tables": True})
+    assert build_source(q, ctx, ranked).endswith(
+        "| t1 mountain range [E] : c1 range id [P] , c2 name [E] | t2 ranges visited [P] : c3 range id [P] "
+        "| t3 climber : c4 name [E]")
+    gold = "SELECT name FROM mountain_range"
+    assert build_target(gold, q, ctx, ranked) == "SELECT c2 FROM t1"
+    assert postprocess("SELECT c2 FROM t1", q, ctx, ranked) == gold

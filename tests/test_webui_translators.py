@@ -164,3 +164,29 @@ def _ask_the_real_model(app, tmp_path):
     Registry(tmp_path / "runs").promote("run-b", reason="newer", by="test")
     r = client.post("/api/translate", json={"question": "How many students are there?", "database": "student_1"})
     assert r.json["model"] == "run-b"
+
+
+def test_a_model_trained_with_question_values_reads_them_from_the_asked_database(tmp_path):
+    from t2sql.prompt import PROMPT_FILE, PromptOptions
+
+    reg = make_registry(tmp_path / "runs", with_model=False)
+    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, question_values=True)
+    (reg.root / "run-a" / "model" / PROMPT_FILE).write_text(opts.model_dump_json())
+    contexts: list[str] = []
+
+    class Recording(LookupTranslator):
+        def translate_one(self, question, context):
+            contexts.append(context)
+            return super().translate_one(question, context)
+
+    app = create_app(app_settings(tmp_path, TRANSLATOR_FACTORY=Recording.factory()))
+    client = app.test_client()
+    question = "Which classroom is the student Stormy Kristensen in?"
+    r = client.post("/api/translate", json={"question": question, "database": "student_1"})
+    assert r.status_code == 200 and r.json["model"] == "run-a"
+    assert "LastName TEXT /* 'KRISTENSEN' */" in contexts[-1]
+    assert "FirstName TEXT /* 'STORMY' */" in contexts[-1]
+    # run-b was trained without them: it reads the schema alone
+    Registry(tmp_path / "runs").promote("run-b", reason="test", by="test")
+    client.post("/api/translate", json={"question": question, "database": "student_1"})
+    assert "/*" not in contexts[-1]

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import current_app
 
+from t2sql.data.values import with_question_values
 from t2sql.evaluation.categories import categorize
 from t2sql.evaluation.execution import ExecResult, connect_readonly, connect_schema, execute
 from webui.databases import Database, DatabaseCatalog, SchemaError, check_schema, schema_hash
@@ -191,6 +192,8 @@ class AnswerService:
             raise ValueError(f"the question has {len(question)} characters; at most {MAX_QUESTION_CHARS} are accepted")
         choice = self.translators.current()
         context = self.context(target, choice)
+        if choice is not None and choice.question_values and target.db is not None:
+            context = with_question_values(question, context, target.db.path)
         digest = schema_hash(context)
         t0 = time.perf_counter()
         hit = self.store.cache_get(choice.label, digest, question) if self.use_cache else None

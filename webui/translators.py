@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from t2sql.prompt import load_prompt_options
 from t2sql.registry import Registry, RegistryError
 
 
@@ -40,6 +41,7 @@ class ModelChoice:
     model_dir: Path
     with_types: bool = True
     sample_values: int = 0
+    question_values: bool = False  # the model reads the values each question names (prompt.question_values)
 
 
 def _context_settings(model_dir: Path) -> tuple[bool, int]:
@@ -192,7 +194,11 @@ class TranslatorPool:
         else:
             label = model_dir.name
         with_types, samples = _context_settings(model_dir)
-        return ModelChoice(label, model_dir.resolve(), with_types, samples)
+        try:
+            values = load_prompt_options(model_dir).question_values
+        except (OSError, ValueError):
+            values = False
+        return ModelChoice(label, model_dir.resolve(), with_types, samples, values)
 
     def current(self) -> ModelChoice:
         """The model that answers now, re-read when the registry index changed.

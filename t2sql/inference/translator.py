@@ -25,7 +25,7 @@ import torch
 from t2sql.inference.backends import (BackendOptions, GenerationSettings, canonical_backend, encoder_chunks,
                                       load_backend)
 from t2sql.modeling import pick_device, set_threads
-from t2sql.prompt import build_sources, load_prompt_options, postprocess
+from t2sql.prompt import build_sources, load_prompt_options, postprocess, question_context
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ class Translator:
             (or on an empty database built from the schema); searches ``num_beams`` beams, or
             :data:`GUIDED_DEFAULT_BEAMS` when ``num_beams`` is 1.
         guided_timeout_s: time limit of each candidate's execution.
-        db_resolver: ``(question, context) -> db_path | None``, used by execution-guided decoding for
-            pairs given without a database path.
+        db_resolver: ``(question, context) -> db_path | None``, for pairs given without a database
+            path: execution-guided decoding runs candidates there, and a prompt with
+            ``question_values`` reads the values the question names from it.
         onnx_dir: cache root of ONNX artefacts (default: next to the model, ``<model_dir>/../onnx/``).
         int8_isa: instruction set ONNX INT8 is quantized for (``auto``: read from the CPU flags).
         per_channel: ONNX INT8 per-channel weight scales.
@@ -193,8 +194,8 @@ class Translator:
             pairs: ``(question, context)`` or ``(question, context, db_path)`` tuples.
             num_candidates: with more than 1, a list of that many beam candidates per pair, best
                 first (with execution-guided decoding, the picked one first).
-            db_paths: the SQLite file of each pair (execution-guided decoding only; overrides a
-                path in the tuple).
+            db_paths: the SQLite file of each pair (overrides a path in the tuple), for
+                execution-guided decoding and a prompt with ``question_values``.
 
         Returns:
             One SQL string per pair, or one list of candidates per pair.
@@ -204,6 +205,8 @@ class Translator:
         """
         if db_paths is not None and len(db_paths) != len(pairs):
             raise ValueError(f"db_paths has {len(db_paths)} entries for {len(pairs)} pairs")
+        if self.prompt is not None and self.prompt.question_values:
+            pairs = [self._with_values(k, pair, db_paths) for k, pair in enumerate(pairs)]
         sources = self.sources(pairs)
         if not self.execution_guided:
             beams = max(self.num_beams, num_candidates)
@@ -211,6 +214,18 @@ class Translator:
             texts = [[self._decode(c, p[0], p[1]) for c in cands] for p, cands in zip(pairs, ids)]
             return [t[0] for t in texts] if num_candidates == 1 else texts
         return self._translate_guided(pairs, sources, num_candidates, db_paths)
+
+    def _db_path(self, k: int, pair: Pair, db_paths: Sequence[str | None] | None) -> str | None:
+        if db_paths is not None:
+            return db_paths[k]
+        if len(pair) > 2 and pair[2]:
+            return pair[2]
+        return self.db_resolver(pair[0], pair[1]) if self.db_resolver is not None else None
+
+    def _with_values(self, k: int, pair: Pair, db_paths: Sequence[str | None] | None) -> Pair:
+        """The pair with the values of its database that the question names written into its context."""
+        db_path = self._db_path(k, pair, db_paths)
+        return (pair[0], question_context(pair[0], pair[1], db_path, self.prompt), db_path)
 
     def sources(self, pairs: Sequence[Pair]) -> list[str]:
         """The model inputs of (question, context, ...) pairs, in the format the model was trained on."""
@@ -227,9 +242,7 @@ class Translator:
         try:
             for k, (pair, cands) in enumerate(zip(pairs, ids)):
                 question, context = pair[0], pair[1]
-                db_path = db_paths[k] if db_paths is not None else (pair[2] if len(pair) > 2 else None)
-                if db_path is None and self.db_resolver is not None:
-                    db_path = self.db_resolver(question, context)
+                db_path = self._db_path(k, pair, db_paths)
                 texts = [self._decode(c, question, context) for c in cands]
                 best = pick_runnable(texts, db_path, context, checker, stats)
                 ordered = [texts[best]] + texts[:best] + texts[best + 1:]
