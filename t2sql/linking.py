@@ -375,8 +375,10 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         random.Random(zlib.crc32(question.encode("utf-8"))).shuffle(tables)
     rendered: list[tuple[Table, bool, list[tuple[Column, str]]]] = []
     rank: dict[str, int] = {}
+    table_marks: dict[str, str | None] = {}
     for table in tables:
         t_mark = _link_name(table.name, q_words, q_set, expand_names) if link_marks else None
+        table_marks[table.name] = t_mark
         cols = []
         linked = t_mark is not None
         for col in table.columns:
@@ -420,7 +422,7 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         out.tables[tid] = table.name
         out.table_ids[table.name.lower()] = tid
         head = _show_table_name(table.name) or (table.name if not placeholders else "")
-        t_mark = _link_name(table.name, q_words, q_set, expand_names) if link_marks else None
+        t_mark = table_marks[table.name]
         head_text = " ".join(x for x in ((tid if placeholders else ""), head, t_mark or "") if x)
         col_texts = []
         for col, text, marked in cols:

@@ -88,7 +88,8 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
 
     With ``prompt.skeleton_hints``, ``skeletons`` (a :class:`t2sql.retrieval.SkeletonIndex`) gives
     each source its sketches; ``exclude_own_group`` keeps a training question from borrowing the
-    sketches of its own database.
+    sketches of its own database. With ``prompt.question_values``, a record's ``db_path`` gives its
+    context the values its question names (:func:`t2sql.prompt.question_context`).
     """
     ids, srcs, tgts = [], [], []
     pairs, groups = [], []
