@@ -201,12 +201,19 @@ def _connect_ro(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
     return conn
 
 
-def _distinct_values(conn: sqlite3.Connection, table: str, column: str, n: int) -> list[Any]:
+def _distinct_values(conn: sqlite3.Connection, table: str, column: str, n: int,
+                     text_chars: int | None = None) -> list[Any]:
+    """Up to ``n`` distinct non-null values of a column (each query under a time limit; [] on error).
+
+    With ``text_chars``, only text values of 2 to that many characters.
+    """
     deadline = time.perf_counter() + _SAMPLE_QUERY_S
     conn.set_progress_handler(lambda: 1 if time.perf_counter() > deadline else 0, 1000)
     try:
         q, t = quote_identifier(column), quote_identifier(table)
-        rows = conn.execute(f"SELECT DISTINCT {q} FROM {t} WHERE {q} IS NOT NULL LIMIT {int(n)}").fetchall()
+        where = f"{q} IS NOT NULL" if text_chars is None else \
+            f"typeof({q}) = 'text' AND length({q}) BETWEEN 2 AND {int(text_chars)}"
+        rows = conn.execute(f"SELECT DISTINCT {q} FROM {t} WHERE {where} LIMIT {int(n)}").fetchall()
         return [r[0] for r in rows]
     except sqlite3.Error:
         return []

@@ -16,18 +16,16 @@ import functools
 import os
 import re
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
-from t2sql.data.schema import _connect_ro, _format_value, quote_identifier
+from t2sql.data.schema import _connect_ro, _distinct_values, _format_value, quote_identifier
 
 #: Distinct values read per column, and the longest value (in characters) that is indexed.
 MAX_VALUES_PER_COLUMN = 5000
 MAX_VALUE_CHARS = 60
 #: The longest value (in words) matched against the question.
 MAX_VALUE_WORDS = 6
-_QUERY_S = 2.0
 _WORDS = re.compile(r"[a-z0-9]+")
 _NAME = r"\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]"
 _HEAD = re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(" + _NAME + r"|[^\s(]+)\s*\(", re.IGNORECASE)
@@ -61,18 +59,7 @@ def _read_index(path: str) -> dict[str, list[tuple[str, str, str]]]:
             except sqlite3.Error:
                 continue
             for column in columns:
-                qc = quote_identifier(column)
-                deadline = time.perf_counter() + _QUERY_S
-                conn.set_progress_handler(lambda: 1 if time.perf_counter() > deadline else 0, 1000)
-                try:
-                    rows = conn.execute(
-                        f"SELECT DISTINCT {qc} FROM {qt} WHERE typeof({qc}) = 'text' "
-                        f"AND length({qc}) BETWEEN 2 AND {MAX_VALUE_CHARS} LIMIT {MAX_VALUES_PER_COLUMN}").fetchall()
-                except sqlite3.Error:
-                    rows = []
-                finally:
-                    conn.set_progress_handler(None, 0)
-                for (value,) in rows:
+                for value in _distinct_values(conn, table, column, MAX_VALUES_PER_COLUMN, text_chars=MAX_VALUE_CHARS):
                     key = _key(value)
                     words = key.split()
                     if not words or len(words) > MAX_VALUE_WORDS or key in _COMMON or key.isdigit():
