@@ -77,7 +77,7 @@ def test_changed_learning_rate_retrains(flow_run):
 
 
 def test_cli_ask_answers_from_registered_model(flow_run, capsys):
-    from t2sql.cli import main
+    from cli import main
 
     tmp, _, _ = flow_run
     db = SAMPLE / "database" / "club_1" / "club_1.sqlite"
@@ -91,7 +91,7 @@ def test_cli_ask_answers_from_registered_model(flow_run, capsys):
 
 
 def test_cli_refuses_bad_config(tmp_path, capsys):
-    from t2sql.cli import main
+    from cli import main
 
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump({"data": {"sources": [{"kind": "spider", "path": "x"}]}, "train": {"epochs": -1}}))

@@ -230,6 +230,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"t2sql: error: {exc}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())
