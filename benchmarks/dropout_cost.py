@@ -43,8 +43,10 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from t2sql.config import load_config
-    from t2sql.modeling import build_t5, flush_denormals, set_threads
-    from t2sql.training import autocast_context, cpu_supports_bf16
+    from t2sql.modeling import build_t5
+    from t2sql.hardware import flush_denormals, set_threads
+    from t2sql.training import autocast_context
+    from t2sql.hardware import cpu_supports_bf16
 
     set_threads(args.threads)
     flush_denormals()
@@ -63,7 +65,7 @@ def main() -> None:
     models = {}
     for name, p in (("dropout", rate), ("no dropout", 0.0)):
         torch.manual_seed(0)
-        model = build_t5(cfg.model.model_copy(update={"dropout_rate": p, "copy_head": False}), _Tok())
+        model = build_t5(cfg.model.model_copy(update={"dropout_rate": p}), _Tok())
         model.train()
         models[name] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4))
     gen = torch.Generator().manual_seed(0)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from t2sql.evaluation.execution import connect_readonly, execute  # noqa: E402
 from t2sql.inference import Translator  # noqa: E402
-from t2sql.inference import hardware  # noqa: E402
+from t2sql import hardware  # noqa: E402
 from t2sql.prompt import build_source  # noqa: E402
 
 SAMPLE = ROOT / "data" / "spider_sample"
@@ -99,7 +99,7 @@ def build_bitnet(model_dir: Path, out: Path) -> Path | None:
         return None
     if (out / "t2sql_technique.json").is_file():
         return out
-    from t2sql.modeling import load_model
+    from t2sql.model_dir import load as load_model
 
     model, tok = load_model(model_dir)
     config = bitnet.Config(warmup_steps=0)

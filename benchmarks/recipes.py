@@ -77,10 +77,8 @@ def main() -> None:
     from t2sql import pipeline
     from t2sql.config import EvalConfig, TechniqueSpec, load_config
     from t2sql.finetune import finetune, prepare_base
-    from t2sql.modeling import set_threads
-    from t2sql.io import read_jsonl
-    from t2sql.recipes import validation_metrics_fn
-    from t2sql.retrieval import SkeletonIndex
+    from t2sql.hardware import set_threads
+    from t2sql.validation import validation_metrics_fn
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="t2sql-bench-recipes-"))
     cfg = load_config(RECIPES[args.recipe], args.set + [f"train.max_minutes={args.minutes}",
@@ -106,12 +104,10 @@ def main() -> None:
                 r = plain.baseline_train(base_dir, data, work / run, args.minutes, max_src, max_tgt, threads)
                 trained = {"tokens_per_s": r["tokens_per_s"], "steps": r["steps"], "model_dir": r["model_dir"]}
             else:
-                skeletons = SkeletonIndex.build(read_jsonl(data["train"]), prompt) \
-                    if prompt is not None and prompt.skeleton_hints else None
                 fn = validation_metrics_fn(data["validation"], base_dir, prompt, max_new_tokens=max_new,
-                                           max_source_length=max_src, skeletons=skeletons) if run == "recipe" else None
+                                           max_source_length=max_src) if run == "recipe" else None
                 s = finetune(base, TechniqueSpec(name="full"), cfg.train, data, work / run, prompt=prompt,
-                             progress=False, val_metrics_fn=fn, skeletons=skeletons)
+                             progress=False, val_metrics_fn=fn)
                 trained = {"tokens_per_s": s["tokens_per_s"], "steps": s["global_step"], "model_dir": s["model_dir"]}
                 if run == "recipe":
                     history = s["history"]

@@ -5,7 +5,7 @@
 
 A freshly built model trains at one speed; hundreds of steps later its activations and gradients
 hold subnormal floats, which x86 cores compute on far more slowly, and the same step takes twice as
-long unless they are flushed to zero (:func:`t2sql.modeling.flush_denormals`, on by default).
+long unless they are flushed to zero (:func:`t2sql.hardware.flush_denormals`, on by default).
 This script loads the base model and a training checkpoint (weights and optimizer state), then
 times the same random batches in fresh processes: the base model, the trained model with flushing
 off, and with it on (the setting must be made before PyTorch starts its worker threads, hence one
@@ -30,17 +30,18 @@ def _child(args: argparse.Namespace) -> None:
 
     import torch
 
-    import t2sql.modeling as modeling
+    import t2sql.hardware as hardware
+    from t2sql import model_dir
 
     if not args.flush:
         torch.set_flush_denormal(False)
-        modeling.flush_denormals = lambda: None
-    modeling.set_threads(args.threads)
+        hardware.flush_denormals = lambda: None
+    hardware.set_threads(args.threads)
     if not args.flush:
         torch.set_flush_denormal(False)
     from t2sql.training import autocast_context
 
-    model, _ = modeling.load_model(args.base)
+    model, _ = model_dir.load(args.base)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.01},
                                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=1e-4)

@@ -79,7 +79,9 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from t2sql.config import TrainConfig
-    from t2sql.modeling import count_parameters, load_model, set_threads
+    from t2sql.model_dir import load as load_model
+    from t2sql.modeling import count_parameters
+    from t2sql.hardware import set_threads
     from t2sql.techniques import get_technique
     from t2sql.training import collate, encode_file, length_grouped_batches, seq2seq_loss
 

@@ -31,7 +31,7 @@ def baseline_train(base_dir: Path, data: dict, out_dir: Path, minutes: float, ma
     from datasets import load_dataset
     from transformers import (DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback)
 
-    from t2sql.modeling import load_model
+    from t2sql.model_dir import load as load_model
     from t2sql.prompt import build_source
 
     torch.set_num_threads(threads)
@@ -110,7 +110,7 @@ def main() -> None:
 
     from t2sql import pipeline
     from t2sql.config import load_config
-    from t2sql.modeling import set_threads
+    from t2sql.hardware import set_threads
 
     cfg = load_config(args.config, args.set + [f"train.max_minutes={args.minutes}", "train.epochs=1000",
                                                f"train.max_source_length={args.max_source_length}",

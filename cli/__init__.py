@@ -31,6 +31,77 @@ def _prefect_env(work_dir: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+class Terminated(Exception):
+    """SIGTERM received: training checkpointed and the run stopped."""
+
+
+def _run_stoppable(fn, grace_s: float = 30.0):
+    """Run ``fn()`` so that SIGTERM (a scheduler's or a worker's stop) ends it within seconds.
+
+    ``fn`` runs in a worker thread; the main thread keeps the SIGTERM handler (Prefect replaces the
+    handler of the thread its flow runs in and defers the signal until its tasks end, which a
+    training task does only at its end). On SIGTERM every training loop is asked to checkpoint and
+    stop after its current step (:func:`t2sql.training.request_stop`); once none runs (at most
+    ``grace_s`` seconds), :class:`Terminated` is raised. Running the same command again resumes
+    from the checkpoints.
+    """
+    import signal
+    import threading
+    import time
+
+    from t2sql.training import request_stop, running_loops
+
+    outcome: dict[str, object] = {}
+    stop = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = exc
+
+    def on_sigterm(signum, frame) -> None:
+        request_stop()
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    worker = threading.Thread(target=target, name="t2sql-run", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive() and not stop.is_set():
+            worker.join(0.2)
+        if stop.is_set():
+            deadline = time.monotonic() + grace_s
+            while worker.is_alive() and running_loops() > 0 and time.monotonic() < deadline:
+                worker.join(0.1)
+            raise Terminated()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]
+
+
+def _exit_now(status: int) -> None:
+    """End the process at once, its child processes (a temporary Prefect server, workers) first.
+
+    After a stop the flow's worker thread would otherwise retry, report and wait on Prefect's
+    service threads, which keep the interpreter from exiting.
+    """
+    import psutil
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(children, timeout=5)
+    os._exit(status)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)  # validate before starting anything
     from t2sql.config import expand_path
@@ -38,7 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _prefect_env(Path(expand_path(cfg.work_dir, "work_dir")))
     from flows.pipeline import t2sql_pipeline
 
-    result = t2sql_pipeline(config_path=str(args.config), overrides=args.set or [])
+    try:
+        result = _run_stoppable(lambda: t2sql_pipeline(config_path=str(args.config), overrides=args.set or []))
+    except Terminated:
+        print("t2sql: stopped on SIGTERM; checkpoints written, run the same command again to resume",
+              file=sys.stderr)
+        _exit_now(143)
     m = result["metrics"]
     print("\ntechnique comparison:")
     for row in result["techniques"]:

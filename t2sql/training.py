@@ -20,6 +20,7 @@ import math
 import os
 import random
 import resource
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,14 +30,47 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from t2sql.hardware import cpu_supports_bf16, pick_device, set_threads
 from t2sql.io import atomic_open, atomic_write_json, read_jsonl
-from t2sql.modeling import count_parameters, pick_device, set_threads
+from t2sql.modeling import count_parameters
 from t2sql.prompt import PromptOptions, build_sources, build_target, placeholder_target, question_context
-from t2sql.retrieval import SkeletonIndex, record_group
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "train_result.json"
+
+#: Set by :func:`request_stop` (a scheduler's SIGTERM): every training loop checkpoints and stops at its next step.
+STOP = threading.Event()
+
+
+class TrainingStopped(InterruptedError):
+    """A run stopped on request, its checkpoint written: running it again resumes there."""
+
+
+_RUNNING = 0
+_RUNNING_LOCK = threading.Lock()
+
+
+def request_stop() -> None:
+    """Ask every training loop in this process to checkpoint and stop after its current step."""
+    STOP.set()
+
+
+def running_loops() -> int:
+    """Training loops running in this process now (0 once all have stopped after :func:`request_stop`)."""
+    return _RUNNING
+
+
+@contextlib.contextmanager
+def _counted():
+    global _RUNNING
+    with _RUNNING_LOCK:
+        _RUNNING += 1
+    try:
+        yield
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING -= 1
 CKPT_DIR = "checkpoints"
 BEST_FILE = "best_trainable.pt"
 
@@ -82,17 +116,14 @@ class Encoded:
 
 
 def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int, max_target_length: int,
-                limit: int | None = None, prompt: PromptOptions | None = None, skeletons=None,
-                exclude_own_group: bool = False) -> Encoded:
+                limit: int | None = None, prompt: PromptOptions | None = None) -> Encoded:
     """Tokenize a JSONL file of records into source and target id lists (truncated, with EOS).
 
-    With ``prompt.skeleton_hints``, ``skeletons`` (a :class:`t2sql.retrieval.SkeletonIndex`) gives
-    each source its sketches; ``exclude_own_group`` keeps a training question from borrowing the
-    sketches of its own database. With ``prompt.question_values``, a record's ``db_path`` gives its
+    With ``prompt.question_values``, a record's ``db_path`` gives its
     context the values its question names (:func:`t2sql.prompt.question_context`).
     """
     ids, srcs, tgts = [], [], []
-    pairs, groups = [], []
+    pairs = []
     left_out = 0
     for i, rec in enumerate(read_jsonl(path)):
         if limit is not None and i >= limit:
@@ -107,17 +138,13 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
             target = build_target(rec["answer"], rec["question"], context, prompt)
         ids.append(str(rec.get("id", i)))
         pairs.append((rec["question"], context))
-        groups.append(record_group(rec))
         tgts.append(target)
-    srcs = build_sources(pairs, prompt, skeletons, groups if exclude_own_group else None)
+    srcs = build_sources(pairs, prompt)
     if left_out:
         log.info("%s: %d examples left out (their gold query reads a table or column the pruned schema does not show)",
                  path, left_out)
     enc_s = tokenizer(srcs, truncation=True, max_length=max_source_length)["input_ids"] if srcs else []
     enc_t = tokenizer(tgts, truncation=True, max_length=max_target_length)["input_ids"] if tgts else []
-    cls = getattr(tokenizer, "cls_token_id", None)
-    if cls is not None:  # a BERT-style tokenizer: the decoder starts from [CLS] and need not learn to write it
-        enc_t = [t[1:] if t and t[0] == cls else t for t in enc_t]
     return Encoded(ids, enc_s, enc_t)
 
 
@@ -187,20 +214,12 @@ def seq2seq_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | 
 # --------------------------------------------------------------------------------------------
 # Schedule, precision
 # --------------------------------------------------------------------------------------------
-def param_groups(model, weight_decay: float, encoder_lr_scale: float = 1.0) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on matrices only; the encoder's weights at ``encoder_lr_scale`` of the rate.
-
-    Each group carries ``lr_scale``, which the schedule multiplies into its learning rate.
-    """
-    groups: dict[tuple[bool, bool], list[torch.Tensor]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        in_encoder = encoder_lr_scale != 1.0 and (name.startswith("encoder.") or ".encoder." in name)
-        groups.setdefault((p.ndim >= 2, in_encoder), []).append(p)
-    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0,
-             "lr_scale": encoder_lr_scale if enc else 1.0}
-            for (decay, enc), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
+def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only (matrices first, as checkpoints store them)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0})
+            if g["params"]]
 
 
 def lr_factor(progress: float, schedule: str, warmup: float) -> float:
@@ -213,14 +232,6 @@ def lr_factor(progress: float, schedule: str, warmup: float) -> float:
     if schedule == "linear":
         return max(1.0 - rest, 0.0)
     return 0.5 * (1.0 + math.cos(math.pi * rest))
-
-
-def cpu_supports_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def autocast_context(precision: str, device: torch.device):
@@ -331,8 +342,7 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
                 out_dir: str | os.PathLike[str], *, technique=None, technique_cfg=None,
                 example_weights: dict[str, float] | None = None, progress: bool = True,
                 val_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
-                stop_after_steps: int | None = None, prompt: PromptOptions | None = None,
-                skeletons=None) -> TrainResult:
+                stop_after_steps: int | None = None, prompt: PromptOptions | None = None) -> TrainResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
     Args:
@@ -347,14 +357,23 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
         val_metrics_fn: called with the model at every evaluation; its dict joins the history
             (e.g. validation execution accuracy).
         stop_after_steps: end the run early at this global step without marking it finished
-            (used to test resumption).
+            (used to test resumption). :func:`request_stop` does the same at the next step.
         prompt: input/target format options.
-        skeletons: the sketch index of ``prompt.skeleton_hints`` (built from ``train_path`` when
-            None and the prompt asks for hints).
 
     Returns:
         The :class:`TrainResult`.
     """
+    with _counted():
+        return _train_model(model, tokenizer, train_path, val_path, cfg, out_dir, technique=technique,
+                            technique_cfg=technique_cfg, progress=progress, example_weights=example_weights,
+                            val_metrics_fn=val_metrics_fn, stop_after_steps=stop_after_steps, prompt=prompt)
+
+
+def _train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: str | os.PathLike[str], cfg,
+                out_dir: str | os.PathLike[str], *, technique=None, technique_cfg=None,
+                example_weights: dict[str, float] | None = None, progress: bool = True,
+                val_metrics_fn: Callable[[Any], dict[str, float]] | None = None,
+                stop_after_steps: int | None = None, prompt: PromptOptions | None = None) -> TrainResult:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done = out / RESULT_FILE
@@ -362,6 +381,8 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
         result = TrainResult(**json.loads(done.read_text()))
         load_trainable_state(model, load_checked(out / BEST_FILE))
         return result
+    if STOP.is_set():
+        raise TrainingStopped(f"{out}: not started, a stop was requested")
 
     set_threads(cfg.num_threads)
     device = pick_device(cfg.device)
@@ -370,12 +391,9 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
     torch.manual_seed(cfg.seed)
     pad_id = tokenizer.pad_token_id
 
-    if prompt is not None and prompt.skeleton_hints and skeletons is None:
-        skeletons = SkeletonIndex.build(read_jsonl(train_path), prompt)
-    train = encode_file(train_path, tokenizer, cfg.max_source_length, cfg.max_target_length, prompt=prompt,
-                        skeletons=skeletons, exclude_own_group=True)
+    train = encode_file(train_path, tokenizer, cfg.max_source_length, cfg.max_target_length, prompt=prompt)
     val = encode_file(val_path, tokenizer, cfg.max_source_length, cfg.max_target_length, limit=cfg.val_max_examples,
-                      prompt=prompt, skeletons=skeletons)
+                      prompt=prompt)
     if len(train) == 0:
         raise ValueError(f"{train_path}: no training examples")
     weights = None
@@ -389,7 +407,7 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
     if budget_s and not cfg.eval_every_steps:
         eval_every = max(1, min(eval_every, total_steps // 10 or 1))
 
-    optim = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.encoder_lr_scale), lr=cfg.learning_rate)
+    optim = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     params = [p for g in optim.param_groups for p in g["params"]]
     trainable, total = count_parameters(model)
     # fp16 autocast on a GPU needs loss scaling (bf16 and fp32 do not); disabled, the scaler is a no-op.
@@ -463,7 +481,7 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
                 break
             lr = cfg.learning_rate * lr_factor(progress_frac, cfg.lr_schedule, cfg.warmup_ratio)
             for g in optim.param_groups:
-                g["lr"] = lr * g.get("lr_scale", 1.0)
+                g["lr"] = lr
             batch = collate(train, idx, pad_id, device)
             w = weights[idx].to(device) if weights is not None else None
             with autocast_context(cfg.precision, device):
@@ -496,11 +514,11 @@ def train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path: 
                 break
             if state["step"] % cfg.checkpoint_every_steps == 0:
                 save_checkpoint()
-            if stop_after_steps is not None and state["step"] >= stop_after_steps:
+            if (stop_after_steps is not None and state["step"] >= stop_after_steps) or STOP.is_set():
                 save_checkpoint()
                 if bar is not None:
                     bar.close()
-                raise InterruptedError(f"stopped after step {state['step']} on request")
+                raise TrainingStopped(f"stopped after step {state['step']} on request; a rerun resumes there")
         else:
             state["epoch"] += 1
             state["pos"] = 0

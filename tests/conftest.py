@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def ieee_floats():
     """Leave the processor's float mode as IEEE-754 asks after each test.
 
-    Training and loading flush subnormal floats to zero (``t2sql.modeling.flush_denormals``), a
+    Training and loading flush subnormal floats to zero (``t2sql.hardware.flush_denormals``), a
     per-thread processor setting; Hypothesis refuses to generate floats while it is on.
     """
     yield

@@ -14,9 +14,10 @@ from pydantic import ValidationError
 
 from t2sql.compression import pruning
 from t2sql.compression.config import CompressionConfig
-from t2sql.compression.loading import load_servable
+from t2sql.model_dir import load as load_model
 from t2sql.compression.variants import evaluate_variant, prune_model
-from t2sql.modeling import TECHNIQUE_MARKER, count_parameters
+from t2sql.model_dir import FORMAT_FILE
+from t2sql.modeling import count_parameters
 from t2sql.prompt import PROMPT_FILE, PromptOptions, save_prompt_options
 
 TEXTS = [f"question: how many rows in table_{i} where col_{i % 7} = {i} schema: CREATE TABLE table_{i} (col_{i % 7} int)"
@@ -52,7 +53,7 @@ def _logits(model, tok) -> torch.Tensor:
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.9])
 def test_global_magnitude_pruning_hits_target(tiny, target):
-    model, _ = load_servable(tiny)
+    model, _ = load_model(tiny)
     embedding = model.shared.weight.detach().clone()
     achieved = pruning.global_magnitude_prune(model, target)
     assert abs(achieved - target) <= 0.005
@@ -66,7 +67,7 @@ def test_global_magnitude_pruning_hits_target(tiny, target):
 
 
 def test_masks_kept_for_recovery_then_removed(tiny):
-    model, _ = load_servable(tiny)
+    model, _ = load_model(tiny)
     pruning.global_magnitude_prune(model, 0.5, keep_masks=True)
     assert any(hasattr(m, "weight_orig") for m in model.modules())
     layer = next(iter(pruning.prunable_linears(model).values()))
@@ -79,9 +80,8 @@ def test_masks_kept_for_recovery_then_removed(tiny):
 
 def test_structured_uniform_shrinks_and_reloads_as_plain_model(tiny, tmp_path):
     from t2sql.inference import Translator
-    from t2sql.modeling import load_model
 
-    model, tok = load_servable(tiny)
+    model, tok = load_model(tiny)
     _, before = count_parameters(model)
     widths = pruning.prune_ffn(model, 0.5)
     assert set(widths.values()) == {32} and model.config.d_ff == 32
@@ -90,7 +90,7 @@ def test_structured_uniform_shrinks_and_reloads_as_plain_model(tiny, tmp_path):
     assert before - after == 4 * 32 * 2 * 32
     expected = _logits(model, tok)
     pruning.save_pruned(model, tok, tmp_path / "pruned")
-    assert not (tmp_path / "pruned" / TECHNIQUE_MARKER).exists()
+    assert not (tmp_path / "pruned" / FORMAT_FILE).exists()
     reloaded, _ = load_model(tmp_path / "pruned")
     assert count_parameters(reloaded)[1] == after
     assert torch.allclose(_logits(reloaded, tok), expected, atol=1e-5)
@@ -101,7 +101,7 @@ def test_structured_uniform_shrinks_and_reloads_as_plain_model(tiny, tmp_path):
 def test_structured_per_layer_widths_round_trip(tiny, tmp_path):
     from t2sql.inference import Translator
 
-    model, tok = load_servable(tiny)
+    model, tok = load_model(tiny)
     with torch.no_grad():  # make one layer clearly more important so widths differ
         model.encoder.block[0].layer[1].DenseReluDense.wi.weight.mul_(4.0)
     _, before = count_parameters(model)
@@ -110,9 +110,9 @@ def test_structured_per_layer_widths_round_trip(tiny, tmp_path):
     assert abs(sum(widths.values()) - 0.5 * 4 * 64) <= 4
     expected = _logits(model, tok)
     pruning.save_pruned(model, tok, tmp_path / "pruned")
-    marker = json.loads((tmp_path / "pruned" / TECHNIQUE_MARKER).read_text())
+    marker = json.loads((tmp_path / "pruned" / FORMAT_FILE).read_text())
     assert marker["technique"] == pruning.NAME and marker["d_ff"] == widths
-    reloaded, _ = load_servable(tmp_path / "pruned")
+    reloaded, _ = load_model(tmp_path / "pruned")
     assert pruning.ffn_widths(reloaded) == widths
     assert count_parameters(reloaded)[1] < before
     assert torch.allclose(_logits(reloaded, tok), expected, atol=1e-5)
@@ -198,7 +198,7 @@ def test_shipped_configs_compression_sections_load():
 def test_torch_dynamic_int8_shrinks_weights(tiny):
     from t2sql.compression.quantization import quantize_torch_dynamic, state_dict_bytes
 
-    model, tok = load_servable(tiny)
+    model, tok = load_model(tiny)
     fp32 = state_dict_bytes(model)
     reference = _logits(model, tok)
     quantize_torch_dynamic(model)

@@ -1,5 +1,6 @@
 """Crash recovery: a training killed with SIGKILL resumes from its last checkpoint when the flow is
-run again, and a corrupted checkpoint is skipped with a message saying why."""
+run again, ``t2sql run`` stops within seconds on SIGTERM with a checkpoint written, and a corrupted
+checkpoint is skipped with a message saying why."""
 
 from __future__ import annotations
 
@@ -89,6 +90,49 @@ def test_sigkilled_training_resumes_from_its_checkpoint(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["n_examples"] == 8
     assert 0.0 <= metrics["execution_accuracy"] <= 1.0 and metrics["latency_ms_p50"] > 0
+
+
+def test_sigterm_stops_t2sql_run_within_seconds_with_a_checkpoint(tmp_path):
+    from deployments.up import start_server, wait_healthy
+
+    cfg = tiny_config(tmp_path, techniques=[{"name": "full"}])
+    cfg["train"].update(epochs=200, checkpoint_every_steps=1000, eval_every_steps=1000, early_stopping_patience=0)
+    config = tmp_path / "term.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    server = start_server("127.0.0.1", port, env, tmp_path / "server.log")
+    try:
+        wait_healthy(env["PREFECT_API_URL"], 240, server, tmp_path / "server.log")
+        with open(tmp_path / "run.log", "wb") as log:
+            run = subprocess.Popen([sys.executable, "-m", "cli", "run", "--config", str(config)], cwd=ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 240
+            while not list(work.glob("finetune/*/train")):  # training has started
+                assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "training did not start"
+                time.sleep(0.1)
+            time.sleep(3)
+            assert newest_checkpoint_step(work) == 0  # no checkpoint interval reached: only the stop writes one
+            t0 = time.monotonic()
+            os.kill(run.pid, signal.SIGTERM)
+            try:
+                run.wait(timeout=30)
+            finally:
+                if run.poll() is None:
+                    run.kill()
+            stopped_in = time.monotonic() - t0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    out = (tmp_path / "run.log").read_text()
+    assert run.returncode == 143, out[-3000:]
+    assert stopped_in < 15, f"took {stopped_in:.1f} s to stop"
+    assert "stopped on SIGTERM" in out
+    assert newest_checkpoint_step(work) > 0  # written on the way out: a rerun resumes there
+    assert not list(work.glob("finetune/*/train/train_result.json"))
 
 
 def test_corrupted_checkpoint_is_skipped_with_a_message(tmp_path, caplog):

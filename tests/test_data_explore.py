@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from t2sql.data import explore
+from t2sql.data.explore import explore
 from t2sql.data.explore import sql_features
 from t2sql.io import write_jsonl
 from t2sql.prompt import build_source

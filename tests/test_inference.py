@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from t2sql.inference import Translator, available_backends, canonical_backend
-from t2sql.inference import hardware
+from t2sql import hardware
 from t2sql.prompt import build_source
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "spider_sample"
@@ -229,7 +229,7 @@ def test_load_by_run_id_and_translate_one(trained, tmp_path):
 
 
 def test_bitnet_backend_serves_packed_export(trained, tmp_path):
-    from t2sql.modeling import load_model
+    from t2sql.model_dir import load as load_model
     from t2sql.techniques import get_technique
 
     try:

@@ -4,5 +4,5 @@
 - :mod:`t2sql.compression.quantization`: PyTorch dynamic INT8;
 - :mod:`t2sql.compression.onnx_export`: ONNX export and ONNX Runtime dynamic INT8;
 - :mod:`t2sql.compression.variants`: the steps the compression flow runs, each returning a small dict;
-- :mod:`t2sql.compression.loading`: loading any of their outputs.
+- loading any of their outputs: :func:`t2sql.model_dir.load` (pruned formats are registered there).
 """

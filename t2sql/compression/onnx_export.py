@@ -85,7 +85,7 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
                 ) -> Path:
     """Export a seq2seq model directory to fp32 ONNX (encoder, decoder, decoder with past).
 
-    Any directory :func:`t2sql.compression.loading.load_servable` reads works, including structured-pruned
+    Any directory :func:`t2sql.model_dir.load` reads works, including structured-pruned
     models with per-layer widths: the export starts from the loaded model, not from the files.
 
     Args:
@@ -98,23 +98,15 @@ def export_onnx(model_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
 
     Raises:
         RuntimeError: the export did not produce the three graphs.
-        ValueError: the model has a copy head or a pretrained encoder joined to its own decoder.
     """
     import torch
     from optimum.exporters.onnx import onnx_export_from_model
 
-    from t2sql.compression.loading import load_servable
-    from t2sql.copyhead import MODEL_TYPE as COPY_MODEL_TYPE
+    from t2sql import model_dir as saved
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     stamp = source_stamp(model_dir)
-    model, tokenizer = load_servable(model_dir, "cpu")
-    unsupported = {COPY_MODEL_TYPE: "has a copy head (model.copy_head)",
-                   "encoder-decoder": "joins a pretrained encoder to its own decoder (model.pretrained_encoder)"}
-    what = unsupported.get(getattr(model.config, "model_type", ""))
-    if what is not None:
-        raise ValueError(f"{model_dir} {what}, which ONNX export does not support; "
-                         "serve it with a PyTorch backend (torch-fp32, torch-amp, torch-int8)")
+    model, tokenizer = saved.load(model_dir, "cpu")
     model = model.float().eval()
     tmp = _tmp_dir(out_dir)
     try:
@@ -166,7 +158,7 @@ def quantization_config(isa: str = "auto", per_channel: bool = True, nodes_to_ex
     """
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    from t2sql.inference.hardware import ISAS, int8_isa
+    from t2sql.hardware import ISAS, int8_isa
 
     isa = int8_isa() if isa == "auto" else isa
     if isa not in ISAS:
@@ -196,7 +188,7 @@ def quantize_onnx(fp32_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     """
     from optimum.onnxruntime import ORTQuantizer
 
-    from t2sql.inference.hardware import int8_isa
+    from t2sql.hardware import int8_isa
 
     fp32_dir, out_dir = Path(fp32_dir), Path(out_dir)
     for f in ONNX_FILES:
@@ -253,7 +245,7 @@ def ensure_onnx(model_dir: str | os.PathLike[str], precision: str = "fp32", *,
     Raises:
         ValueError: unknown precision.
     """
-    from t2sql.inference.hardware import int8_isa
+    from t2sql.hardware import int8_isa
 
     if precision not in ("fp32", "int8"):
         raise ValueError(f"ONNX precision must be fp32 or int8, got {precision!r}")

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from t2sql.modeling import TECHNIQUE_MARKER
+from t2sql import model_dir
 
 NAME = "pruned_ffn"
 FORMAT_VERSION = 1
@@ -181,8 +181,22 @@ def prune_ffn(model: nn.Module, keep: float, mode: str = "uniform", min_keep: in
     return widths
 
 
+def _prune_magnitude(model: nn.Module, amount: float, *, mode: str, keep_masks: bool) -> None:
+    global_magnitude_prune(model, amount, keep_masks=keep_masks)
+
+
+def _prune_ffn(model: nn.Module, amount: float, *, mode: str, keep_masks: bool) -> None:
+    prune_ffn(model, amount, mode)
+
+
+#: Pruning methods, found by name: ``fn(model, amount, *, mode, keep_masks)`` prunes in place.
+#: ``magnitude``: global unstructured, ``amount`` = target sparsity; ``ffn``: structured feed-forward
+#: neurons, ``amount`` = share kept. Adding a method is a function and a line here.
+METHODS = {"magnitude": _prune_magnitude, "ffn": _prune_ffn}
+
+
 def save_pruned(model: nn.Module, tokenizer, out_dir: str | os.PathLike[str], info: dict[str, Any] | None = None) -> Path:
-    """Save a pruned model so that :func:`t2sql.compression.loading.load_servable` reads it back.
+    """Save a pruned model so that :func:`t2sql.model_dir.load` reads it back.
 
     A model whose feed-forward widths all equal ``config.d_ff`` is a plain Hugging Face directory.
     Otherwise the per-layer widths go to ``t2sql_technique.json`` next to the weights.
@@ -196,16 +210,12 @@ def save_pruned(model: nn.Module, tokenizer, out_dir: str | os.PathLike[str], in
     Returns:
         ``out_dir`` as a Path.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    out = model_dir.save(model, tokenizer, out_dir)
     widths = ffn_widths(model)
-    marker = out / TECHNIQUE_MARKER
     if widths and set(widths.values()) != {getattr(model.config, "d_ff", None)}:
-        marker.write_text(json.dumps({"technique": NAME, "format_version": FORMAT_VERSION, "d_ff": widths}, indent=2))
-    elif marker.exists():
-        marker.unlink()
+        model_dir.write_format(out, NAME, format_version=FORMAT_VERSION, d_ff=widths)
+    else:
+        model_dir.clear_format(out)
     if info is not None:
         (out / "pruning.json").write_text(json.dumps(info, indent=2, sort_keys=True))
     return out
@@ -227,18 +237,16 @@ def load(path: str | os.PathLike[str]):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    import t2sql.copyhead  # noqa: F401  (copy-head models load through the Auto classes)
-
     path = Path(path)
-    marker = json.loads((path / TECHNIQUE_MARKER).read_text())
+    marker = model_dir.read_format(path) or {}
     if marker.get("technique") != NAME or marker.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path / TECHNIQUE_MARKER}: not a {NAME} v{FORMAT_VERSION} marker: {marker}")
+        raise ValueError(f"{path / model_dir.FORMAT_FILE}: not a {NAME} v{FORMAT_VERSION} marker: {marker}")
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForSeq2SeqLM.from_config(config)
     ffns = ffn_modules(model)
     for name, width in marker["d_ff"].items():
         if name not in ffns:
-            raise ValueError(f"{path / TECHNIQUE_MARKER}: model has no feed-forward module {name!r}")
+            raise ValueError(f"{path / model_dir.FORMAT_FILE}: model has no feed-forward module {name!r}")
         shrink_ffn(ffns[name], torch.arange(int(width)))
     state = load_file(str(path / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)

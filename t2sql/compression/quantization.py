@@ -13,7 +13,7 @@ import warnings
 import torch
 from torch import nn
 
-from t2sql.inference.hardware import is_arm64
+from t2sql.hardware import is_arm64
 
 
 def quantize_torch_dynamic(model: nn.Module) -> nn.Module:

@@ -18,13 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from t2sql.compression.config import CompressionConfig
-from t2sql.prompt import PROMPT_FILE
-from t2sql.retrieval import SKELETON_FILE
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +119,12 @@ def prune_model(model_dir: str | os.PathLike[str], method: str, amount: float, o
     Raises:
         ValueError: unknown method or an amount out of range.
     """
-    from t2sql.compression.loading import load_servable
-    from t2sql.compression.pruning import (ffn_widths, global_magnitude_prune, linear_sparsity, prune_ffn,
-                                           remove_masks, save_pruned)
+    from t2sql import model_dir as saved
+    from t2sql.compression.pruning import METHODS, ffn_widths, linear_sparsity, remove_masks, save_pruned
     from t2sql.modeling import count_parameters
 
-    if method not in ("magnitude", "ffn"):
-        raise ValueError(f"unknown pruning method {method!r}; valid: magnitude, ffn")
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; valid: {', '.join(sorted(METHODS))}")
     out = Path(out_dir)
     recovering = recovery_epochs > 0 and train_path is not None and val_path is not None
     settings = {"source": str(Path(model_dir).resolve()), "method": method, "amount": amount, "mode": mode,
@@ -139,13 +135,10 @@ def prune_model(model_dir: str | os.PathLike[str], method: str, amount: float, o
     if recovery_epochs > 0 and not recovering:
         log.warning("pruning %s: recovery fine-tune skipped (no train/validation files given)", model_dir)
 
-    model, tokenizer = load_servable(model_dir, "cpu")
+    model, tokenizer = saved.load(model_dir, "cpu")
     _, source_linear = linear_sparsity(model)
     _, source_params = count_parameters(model)
-    if method == "magnitude":
-        global_magnitude_prune(model, amount, keep_masks=recovering)
-    else:
-        prune_ffn(model, amount, mode)
+    METHODS[method](model, amount, mode=mode, keep_masks=recovering)
     recovery = None
     if recovering:
         recovery = recover(model, tokenizer, train_path, val_path, train_cfg or {}, recovery_epochs,
@@ -160,9 +153,7 @@ def prune_model(model_dir: str | os.PathLike[str], method: str, amount: float, o
         "recovery": recovery, "settings": settings,
     }
     save_pruned(model, tokenizer, out, info)
-    for name in (PROMPT_FILE, SKELETON_FILE):  # the input/output format the model was trained with
-        if (Path(model_dir) / name).is_file():
-            shutil.copy2(Path(model_dir) / name, out / name)
+    saved.copy_sidecars(model_dir, out)  # the input/output format the model was trained with
     return info
 
 

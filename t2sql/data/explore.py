@@ -1,6 +1,6 @@
 """Explore prepared data: counts, token lengths against the model's limits, and SQL features.
 
-    from t2sql.data import explore
+    from t2sql.data.explore import explore
     summary = explore(prepared, ".t2sql/work/data/explore", tokenizer=tok, max_source_length=256)
 
 Writes ``exploration.md``, ``exploration.html`` (self-contained: plots embedded as base64 PNG),

@@ -12,7 +12,7 @@ import importlib
 
 _EXPORTS = {
     "ERROR_CATEGORIES": "categories", "categorize": "categories",
-    "ExampleScorer": "evaluate", "RunningTotals": "evaluate", "ScoringOptions": "evaluate",
+    "ExampleScorer": "judge", "ScoringOptions": "judge", "score_predictions": "judge", "RunningTotals": "evaluate",
     "evaluate_model": "evaluate", "evaluate_predictions": "evaluate", "iter_test_records": "evaluate",
     "ExecResult": "execution", "connect_readonly": "execution", "connect_schema": "execution", "execute": "execution",
     "fuzz_databases": "fuzz", "fuzz_verdict": "fuzz",

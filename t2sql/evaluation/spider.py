@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from t2sql.evaluation.evaluate import PREDICTIONS_FILE, ExampleScorer, ScoringOptions, evaluate_predictions
+from t2sql.evaluation.evaluate import PREDICTIONS_FILE, evaluate_predictions
+from t2sql.evaluation.judge import ExampleScorer, ScoringOptions
 from t2sql.evaluation.schema import DbSchema, schema_from_sqlite, schema_from_tables_json
 from t2sql.evaluation.structure import COMPONENTS, HARDNESS_LEVELS
 from t2sql.io import atomic_open

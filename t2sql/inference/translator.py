@@ -24,8 +24,8 @@ import torch
 
 from t2sql.inference.backends import (BackendOptions, GenerationSettings, canonical_backend, encoder_chunks,
                                       load_backend)
-from t2sql.modeling import pick_device, set_threads
-from t2sql.prompt import build_sources, load_prompt_options, postprocess, question_context
+from t2sql.hardware import pick_device, set_threads
+from t2sql.prompt import PromptOptions, build_sources, load_prompt_options, postprocess, question_context
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,8 @@ class Translator:
         if num_beams < 1 or max_new_tokens < 1 or batch_size < 1:
             raise ValueError(f"num_beams ({num_beams}), max_new_tokens ({max_new_tokens}) and batch_size "
                              f"({batch_size}) must be at least 1")
-        self.model_dir = Path(model_dir)
+        self.model_dir: Path | None = Path(model_dir)
         self.prompt = load_prompt_options(self.model_dir)  # the input/output format it was trained with
-        self.skeletons = None
-        if self.prompt.skeleton_hints:
-            from t2sql.retrieval import SkeletonIndex
-
-            self.skeletons = SkeletonIndex.load(self.model_dir)  # the sketches its inputs show
         self.num_beams = num_beams
         self.max_new_tokens = max_new_tokens
         self.min_new_tokens = min(min_new_tokens, max_new_tokens)
@@ -106,6 +101,40 @@ class Translator:
         self.device = self.engine.device
         self.last_guided_stats: dict[str, int] | None = None
         self.guided_totals: dict[str, int] = {}
+
+    @classmethod
+    def from_model(cls, model, tokenizer, prompt: PromptOptions | None = None, *, batch_size: int = 32,
+                   max_new_tokens: int = 128, max_source_length: int = 512, num_beams: int = 1) -> "Translator":
+        """A translator over a model in memory, decoding exactly as a served one does.
+
+        Validation during training and iterative refinement's scoring use it: the same inputs,
+        batching, generation and post-processing as the served model, without saving it first.
+        The model is decoded where it is, under ``no_grad`` (training goes on with the same modules);
+        the caller puts it in eval mode.
+
+        Args:
+            model: a seq2seq model (possibly wrapped by a technique).
+            tokenizer: its tokenizer.
+            prompt: the prompt format it is trained with (None: the plain format).
+            batch_size, max_new_tokens, max_source_length, num_beams: decoding settings.
+        """
+        from t2sql.inference.backends.torch_backend import TorchBackend
+
+        self = cls.__new__(cls)
+        self.backend = "torch-fp32"
+        self.model_dir = None
+        self.prompt = prompt
+        self.num_beams, self.max_new_tokens, self.min_new_tokens = num_beams, max_new_tokens, 0
+        self.batch_size, self.padding_slack, self.max_source_length = batch_size, 0.5, max_source_length
+        self.execution_guided, self.guided_timeout_s, self.db_resolver = False, 2.0, None
+        self.threads = torch.get_num_threads()
+        self.device = next(model.parameters()).device
+        self.engine = TorchBackend(model, tokenizer, self.device, None, 0,
+                                   {"engine": "torch", "precision": "fp32", "device": str(self.device),
+                                    "threads": self.threads}, in_training=True)
+        self.tokenizer = tokenizer
+        self.last_guided_stats, self.guided_totals = None, {}
+        return self
 
     @classmethod
     def load(cls, ref: str, registry_root: str | os.PathLike[str] = "runs", **kwargs) -> "Translator":
@@ -229,7 +258,7 @@ class Translator:
 
     def sources(self, pairs: Sequence[Pair]) -> list[str]:
         """The model inputs of (question, context, ...) pairs, in the format the model was trained on."""
-        return build_sources([(p[0], p[1]) for p in pairs], self.prompt, self.skeletons)
+        return build_sources([(p[0], p[1]) for p in pairs], self.prompt)
 
     def _translate_guided(self, pairs: Sequence[Pair], sources: list[str], num_candidates: int,
                           db_paths: Sequence[str | None] | None) -> list[str] | list[list[str]]:

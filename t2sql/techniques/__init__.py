@@ -6,7 +6,7 @@ Each technique is one module with the same shape:
 - ``prepare(model, config, train) -> model``: make a freshly loaded model ready for training
   (wrap adapters, quantize, swap layers); ``train`` is the ``TrainConfig``;
 - ``export(model, config, out_dir, tokenizer) -> None``: write the servable model to ``out_dir``
-  (adapters merged, weights packed) so that ``t2sql.modeling.load_model(out_dir)`` serves it;
+  (adapters merged, weights packed) so that ``t2sql.model_dir.load(out_dir)`` serves it;
 - optionally ``on_optimizer_step(model, step, total_steps)``: called after every optimizer step,
   before the gradients are cleared;
 - optionally ``regularization(model) -> Tensor | None``: a term the training loop adds to the loss;
@@ -15,9 +15,9 @@ Each technique is one module with the same shape:
 - optionally ``dump_state(model)`` / ``load_state(model, state)``: technique state kept in checkpoints;
 - optionally ``summary(model) -> dict``: technique-specific facts recorded with the run;
 - optionally ``load(path) -> (model, tokenizer)``: read an export that is not a plain Hugging Face
-  model (the directory then holds ``t2sql.modeling.TECHNIQUE_MARKER``);
-- optionally ``fit(model, tokenizer, data, train_cfg, config, out_dir, train_fn, *, progress, prompt,
-  skeletons)``: a technique that replaces the training procedure itself (iterative refinement).
+  model (the directory then names it in ``t2sql.model_dir.FORMAT_FILE``, and ``t2sql.model_dir.FORMATS``
+  lists the module);
+- optionally ``fit(model, tokenizer, data, train_cfg, config, out_dir, train_fn, *, progress, prompt)``: a technique that replaces the training procedure itself (iterative refinement).
 
 Adding a technique is adding a module and a line in ``TECHNIQUES``.
 """
@@ -29,6 +29,9 @@ import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from t2sql import model_dir
+from t2sql.modeling import count_parameters
 
 TECHNIQUES: dict[str, str] = {
     "full": "t2sql.techniques.full",
@@ -62,11 +65,6 @@ def get_technique(name: str) -> ModuleType:
     return importlib.import_module(TECHNIQUES[name])
 
 
-def export_size_bytes(out_dir: str | os.PathLike[str]) -> int:
-    """Bytes on disk of every file under an export directory."""
-    return sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file())
-
-
 def comparison_facts(name: str, model, out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The facts every technique records for comparison.
 
@@ -78,13 +76,11 @@ def comparison_facts(name: str, model, out_dir: str | os.PathLike[str] | None = 
     Returns:
         ``{"technique", "trainable_params", "total_params", "export_bytes", **summary(model)}``.
     """
-    from t2sql.modeling import count_parameters
-
     technique = get_technique(name)
     trainable, total = count_parameters(model)
     facts: dict[str, Any] = {"technique": name, "trainable_params": trainable, "total_params": total}
     if out_dir is not None and Path(out_dir).is_dir():
-        facts["export_bytes"] = export_size_bytes(out_dir)
+        facts["export_bytes"] = model_dir.size_bytes(out_dir)
     if hasattr(technique, "summary"):
         facts.update(technique.summary(model))
     return facts

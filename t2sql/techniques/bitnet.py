@@ -23,7 +23,6 @@ training-time forward at ``lambda = 1``.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from t2sql.modeling import TECHNIQUE_MARKER
+from t2sql import model_dir
 
 NAME = "bitnet"
 WEIGHTS_FILE = "bitnet.safetensors"
@@ -301,10 +300,9 @@ def export(model, config: Config, out_dir: Path, tokenizer) -> None:
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    marker = {"technique": NAME, "format_version": FORMAT_VERSION, "weights": WEIGHTS_FILE, "eps": config.eps,
-              "layers": {n: {"in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None}
-                         for n, m in layers.items()}}
-    (out_dir / TECHNIQUE_MARKER).write_text(json.dumps(marker, indent=2))
+    model_dir.write_format(out_dir, NAME, format_version=FORMAT_VERSION, weights=WEIGHTS_FILE, eps=config.eps,
+                           layers={n: {"in_features": m.in_features, "out_features": m.out_features,
+                                       "bias": m.bias is not None} for n, m in layers.items()})
 
 
 def load(path: str | Path):
@@ -322,12 +320,10 @@ def load(path: str | Path):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    import t2sql.copyhead  # noqa: F401  (copy-head models load through the Auto classes)
-
     path = Path(path)
-    marker = json.loads((path / TECHNIQUE_MARKER).read_text())
+    marker = model_dir.read_format(path) or {}
     if marker.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path / TECHNIQUE_MARKER}: format_version {marker.get('format_version')!r} is not "
+        raise ValueError(f"{path / model_dir.FORMAT_FILE}: format_version {marker.get('format_version')!r} is not "
                          f"{FORMAT_VERSION}")
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForSeq2SeqLM.from_config(config)

@@ -5,9 +5,9 @@
         params: {max_rounds: 3, upweight: 2.0, inner: lora, inner_params: {r: 8}}
 
 Round 1 trains as the ``inner`` technique would. After each round the model answers the training
-questions; an answer is right when it returns the gold rows on the record's database
-(``t2sql.evaluation.execution.execute`` on ``db_path``), or, without a database, when it equals the
-gold SQL up to case and whitespace. Wrong examples get their loss weight multiplied by ``upweight``
+questions, decoded as the served model would, and each answer is judged by the rule that scores the
+test set (:class:`t2sql.evaluation.judge.ExampleScorer`: the gold result on the record's database,
+else on databases generated from its schema, else Spider's exact-set match). Wrong examples get their loss weight multiplied by ``upweight``
 (weights are then rescaled to average 1) and the next round continues from the current weights.
 Rounds stop when the validation score (execution accuracy, then validation loss) stops improving or
 after ``max_rounds``; the model is left holding the best round's weights.
@@ -18,19 +18,19 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from t2sql.evaluation.judge import ExampleScorer, ScoringOptions
 from t2sql.io import atomic_write_json, read_jsonl
-from t2sql.prompt import PromptOptions, postprocess
+from t2sql.prompt import PromptOptions
+from t2sql.validation import translate_records
 
 log = logging.getLogger(__name__)
 
@@ -87,78 +87,26 @@ def summary(model) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Scoring answers
+# Scoring answers: the served decoder and the test set's judge
 # --------------------------------------------------------------------------------------------
-_WS = re.compile(r"\s+")
-
-
-def normalize_sql(sql: str) -> str:
-    """Lower case, single spaces, no trailing semicolon: the form exact match compares."""
-    return _WS.sub(" ", postprocess(sql)).strip().lower()
-
-
-def _rows_match(pred_rows: list[tuple], gold_rows: list[tuple], ordered: bool) -> bool:
-    if ordered:
-        return pred_rows == gold_rows
-    return Counter(map(tuple, pred_rows)) == Counter(map(tuple, gold_rows))
-
-
-def is_correct(record: dict[str, Any], prediction: str, timeout_s: float = 5.0,
-               gold_cache: dict[str, Any] | None = None) -> bool:
-    """Whether ``prediction`` answers ``record``: same rows on its database, else same SQL text.
-
-    Rows are compared as a multiset unless the gold query has ORDER BY.
-
-    Args:
-        record: a data record (``answer``, ``db_path``).
-        prediction: generated SQL.
-        timeout_s: time limit per query.
-        gold_cache: remembers gold results by record id across calls.
-
-    Returns:
-        True when correct.
-    """
-    from t2sql.evaluation.execution import execute
-
-    db_path = record.get("db_path")
-    if not db_path or not os.path.isfile(db_path):
-        return normalize_sql(prediction) == normalize_sql(record["answer"])
-    key = str(record.get("id"))
-    gold = gold_cache.get(key) if gold_cache is not None else None
-    if gold is None:
-        gold = execute(db_path, record["answer"], timeout_s=timeout_s)
-        if gold_cache is not None:
-            gold_cache[key] = gold
-    if not gold.ok:  # an unanswerable gold query: fall back to the text
-        return normalize_sql(prediction) == normalize_sql(record["answer"])
-    pred = execute(db_path, prediction, timeout_s=timeout_s)
-    ordered = "order by" in record["answer"].lower()
-    return pred.ok and _rows_match(pred.rows, gold.rows, ordered)
-
-
-def predict(model, tokenizer, records: list[dict[str, Any]], batch_size: int = 32, max_new_tokens: int = 128,
-            max_source_length: int = 512, prompt: PromptOptions | None = None, skeletons=None) -> list[str]:
-    """Greedy SQL for each record, in input order, in the model's prompt format (as served)."""
-    from t2sql.recipes import greedy_translate
-
-    was_training = model.training
-    model.eval()
-    try:
-        return greedy_translate(model, tokenizer, records, prompt, batch_size=batch_size,
-                                max_new_tokens=max_new_tokens, max_source_length=max_source_length,
-                                skeletons=skeletons)
-    finally:
-        if was_training:
-            model.train()
-
-
 def score(model, tokenizer, records: list[dict[str, Any]], config: Config, max_source_length: int = 512,
-          gold_cache: dict[str, Any] | None = None, prompt: PromptOptions | None = None,
-          skeletons=None) -> dict[str, bool]:
-    """Record id -> whether the model answers it correctly."""
-    preds = predict(model, tokenizer, records, config.batch_size, config.max_new_tokens, max_source_length, prompt,
-                    skeletons)
-    return {str(r["id"]): is_correct(r, p, config.query_timeout_s, gold_cache) for r, p in zip(records, preds)}
+          scorer: ExampleScorer | None = None, prompt: PromptOptions | None = None) -> dict[str, bool]:
+    """Record id -> whether the model answers it correctly, by the judge that scores the test set.
+
+    Answers are decoded greedily in the model's prompt format, as served
+    (:func:`t2sql.validation.translate_records`), and judged by
+    :class:`t2sql.evaluation.judge.ExampleScorer`: the same result on the record's database, else on
+    databases generated from its schema, else Spider's exact-set match.
+    """
+    preds = translate_records(model, tokenizer, records, prompt, batch_size=config.batch_size,
+                              max_new_tokens=config.max_new_tokens, max_source_length=max_source_length)
+    own = scorer is None
+    scorer = scorer or ExampleScorer(ScoringOptions(timeout_s=config.query_timeout_s))
+    try:
+        return {str(r["id"]): bool(scorer.score(r, p)[0]["correct"]) for r, p in zip(records, preds)}
+    finally:
+        if own:
+            scorer.close()
 
 
 def update_weights(weights: dict[str, float], correct: dict[str, bool], upweight: float,
@@ -223,7 +171,7 @@ def _round_technique(inner, first_round: bool, seen: dict[str, int]):
 # --------------------------------------------------------------------------------------------
 def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, config: Config,
         out_dir: str | os.PathLike[str], train_fn: Callable[..., Any], *, progress: bool = True,
-        records: Iterable[dict[str, Any]] | None = None, prompt: PromptOptions | None = None, skeletons=None):
+        records: Iterable[dict[str, Any]] | None = None, prompt: PromptOptions | None = None):
     """Train in rounds, up-weighting wrongly answered training examples, until validation stops improving.
 
     Args:
@@ -239,7 +187,6 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
         records: the training records, when already in memory (default: read ``data["train"]``).
         prompt: the prompt format the model is trained with; answers are decoded and post-processed
             with it before they are scored.
-        skeletons: the sketch index of ``prompt.skeleton_hints``.
 
     Returns:
         The ``TrainResult`` of the best round, with steps, tokens and time summed over all rounds
@@ -257,7 +204,7 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
     scored_train = _sample(train_records, config.score_max_examples, train_cfg.seed)
     scored_val = _sample(val_records, config.val_max_examples, train_cfg.seed)
     weights = {str(r["id"]): 1.0 for r in train_records}
-    gold_cache: dict[str, Any] = {}
+    scorer = ExampleScorer(ScoringOptions(timeout_s=config.query_timeout_s))
     seen: dict[str, int] = {}
     rounds: list[dict[str, Any]] = []
     results = []
@@ -272,8 +219,7 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
                           progress=progress)
         results.append(result)
         seen.setdefault("total", result.global_step)
-        val_correct = score(model, tokenizer, scored_val, config, train_cfg.max_source_length, gold_cache, prompt,
-                            skeletons)
+        val_correct = score(model, tokenizer, scored_val, config, train_cfg.max_source_length, scorer, prompt)
         val_acc = sum(val_correct.values()) / max(len(val_correct), 1)
         key = (val_acc, -float(result.best_val_loss))
         improved = best is None or key > best
@@ -286,8 +232,7 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
             log.info("iterative round %d: val accuracy %.3f, val loss %.4f%s", k, val_acc, result.best_val_loss,
                      "" if improved else " (no improvement, stopping)")
             break
-        correct = score(model, tokenizer, scored_train, config, train_cfg.max_source_length, gold_cache, prompt,
-                        skeletons)
+        correct = score(model, tokenizer, scored_train, config, train_cfg.max_source_length, scorer, prompt)
         wrong = sum(not c for c in correct.values())
         row.update(train_scored=len(correct), train_wrong=wrong)
         rounds.append(row)
@@ -296,6 +241,7 @@ def fit(model, tokenizer, data: dict[str, str | os.PathLike[str]], train_cfg, co
         if wrong == 0:
             break
         weights = update_weights(weights, correct, config.upweight, config.max_weight)
+    scorer.close()
     if best_state is not None:
         _restore(model, best_state)
     model.t2sql_rounds = rounds

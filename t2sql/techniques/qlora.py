@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from t2sql.modeling import pick_device
+from t2sql.hardware import pick_device
 from t2sql.techniques import lora
 
 

@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 
+from t2sql.hardware import amp_dtype, cpu_supports_bf16
 from t2sql.inference.backends import BackendOptions, GenerationSettings, encoder_chunks
-from t2sql.inference.hardware import amp_dtype, cpu_supports_bf16
+from t2sql.model_dir import FORMAT_FILE, format_name
+from t2sql.model_dir import load as load_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,15 @@ class TorchBackend:
         autocast: dtype of the autocast region, or None for none.
         size_bytes: bytes of the weights as served.
         info: facts for reports (precision, threads, ...).
+        in_training: the model is being trained (validation decoding): generate under ``no_grad``
+            rather than ``inference_mode``, whose tensors modules that cache state (BitNet, AdaLoRA)
+            could not use in the next backward pass.
     """
 
     def __init__(self, model, tokenizer, device: torch.device, autocast: torch.dtype | None, size_bytes: int,
-                 info: dict[str, Any]):
+                 info: dict[str, Any], in_training: bool = False):
         self.model = model
+        self.in_training = in_training
         self.device = device
         self.autocast = autocast
         self._size = size_bytes
@@ -79,12 +85,12 @@ class TorchBackend:
             hidden[index, :width] = part
         return BaseModelOutput(last_hidden_state=hidden)
 
-    @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  settings: GenerationSettings) -> torch.Tensor:
         """New tokens for a padded batch: (batch * num_return_sequences, new_len), start token dropped."""
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        with self._context():
+        grad_off = torch.no_grad() if self.in_training else torch.inference_mode()
+        with grad_off, self._context():
             out = self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask,
                 encoder_outputs=self._encode(input_ids, attention_mask),
@@ -114,8 +120,6 @@ def load(model_dir: str | os.PathLike[str], *, precision: str, options: BackendO
     Raises:
         ValueError: unknown precision, or ``bitnet`` asked of a directory that is not a BitNet export.
     """
-    from t2sql.compression.loading import load_servable, marker_technique
-
     if precision not in PRECISIONS:
         raise ValueError(f"unknown PyTorch precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     model_dir = Path(model_dir)
@@ -124,12 +128,12 @@ def load(model_dir: str | os.PathLike[str], *, precision: str, options: BackendO
         log.warning("torch-int8 runs on the CPU only; ignoring device %s", device)
         device = torch.device("cpu")
     if precision == "bitnet":
-        technique = marker_technique(model_dir)
+        technique = format_name(model_dir)
         if technique != "bitnet":
-            raise ValueError(f"backend 'bitnet' serves BitNet exports (a {model_dir}/t2sql_technique.json naming "
+            raise ValueError(f"backend 'bitnet' serves BitNet exports (a {model_dir}/{FORMAT_FILE} naming "
                              f"bitnet); {model_dir} holds {technique or 'a plain model'}")
     torch.set_num_threads(options.num_threads)
-    model, tokenizer = load_servable(model_dir, device)
+    model, tokenizer = load_model_dir(model_dir, device)
     autocast = None
     size = _dir_bytes(model_dir)
     if precision == "amp":

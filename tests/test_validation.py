@@ -1,4 +1,4 @@
-"""Validation execution accuracy for the learning curve, and value pointers of the recipe prompts."""
+"""Validation execution accuracy for the learning curve (the one decoder, the one judge), and value pointers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from t2sql.data.sources import load_spider, load_wikisql
 from t2sql.io import write_jsonl
 from t2sql.linking import mark_question, point_values, question_word_spans, resolve_pointers
 from t2sql.prompt import PromptOptions, build_source, build_target, postprocess
-from t2sql.recipes import ExecutionJudge, greedy_translate, score_predictions, validation_metrics_fn
+from t2sql.evaluation.judge import ExampleScorer, score_predictions
+from t2sql.validation import VALIDATION_SCORING, evenly_spaced, translate_records, validation_metrics_fn
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "spider_sample"
@@ -30,7 +31,7 @@ def _records():
 
 def test_gold_queries_score_full_marks_and_wrong_ones_do_not():
     records = _records()
-    judge = ExecutionJudge()
+    judge = ExampleScorer(VALIDATION_SCORING)
     gold = score_predictions(records, [r["answer"] for r in records], judge)
     assert gold == {"execution_accuracy": 1.0, "execution_success_rate": 1.0, "n": 20}
     broken = score_predictions(records, ["SELEC nothing"] * 20, judge)
@@ -53,7 +54,7 @@ def test_value_pointers_round_trip():
 
 
 def test_pointer_targets_map_back_to_the_gold_on_every_fixture_record():
-    judge = ExecutionJudge()
+    judge = ExampleScorer(VALIDATION_SCORING)
     records = _records()
     targets = [build_target(r["answer"], r["question"], r["context"], POINTERS) for r in records]
     # WikiSQL values are spans of the question: they become pointers, not text.
@@ -78,9 +79,21 @@ def test_validation_metrics_fn_decodes_a_fixed_sample(tmp_path):
     got = fn(model)
     assert set(got) == {"val_execution_accuracy", "val_execution_success", "val_decode_s"}
     assert 0.0 <= got["val_execution_accuracy"] <= got["val_execution_success"] <= 1.0
-    preds = greedy_translate(model, tok, records[:6], POINTERS, max_new_tokens=8)
+    model.train()
+    preds = translate_records(model, tok, records[:6], POINTERS, max_new_tokens=8)
+    assert model.training  # given back in the mode it was in
     assert len(preds) == 6 and all(isinstance(p, str) for p in preds)
     assert json.dumps(got)  # a plain dict of numbers: it joins the training history
+
+    # The in-memory decoder writes what the same model serves once saved.
+    from t2sql.inference import Translator
+    from t2sql.prompt import save_prompt_options
+
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    save_prompt_options(POINTERS, tmp_path / "model")
+    served = Translator(tmp_path / "model", max_new_tokens=8, device="cpu")
+    assert served.translate([(r["question"], r["context"], r.get("db_path")) for r in records[:6]]) == preds
 
 
 def test_repair_closes_cut_off_output():
@@ -100,8 +113,6 @@ def test_repair_closes_cut_off_output():
 
 
 def test_validation_sample_is_spread_over_the_file(tmp_path):
-    from t2sql.recipes import evenly_spaced
-
     write_jsonl(tmp_path / "v.jsonl", [{"id": str(i)} for i in range(100)])
     picked = [int(r["id"]) for r in evenly_spaced(tmp_path / "v.jsonl", 4)]
     assert picked == [0, 25, 50, 75]

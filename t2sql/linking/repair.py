@@ -1,0 +1,282 @@
+"""Placeholder SQL back to SQL: names restored, joins inferred, tables fixed, cut-off output repaired, values snapped."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+
+import sqlglot
+from sqlglot import exp
+
+from t2sql.data.schema import too_many_joins
+from t2sql.linking.names import _literal_text
+from t2sql.linking.pointers import _code_only, _split_literals, resolve_pointers
+from t2sql.linking.targets import _enclosing_selects, _scope_tables, join_condition
+from t2sql.linking.view import Layout
+
+_PLACEHOLDER = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*\s*\.\s*)?\b([tc])(\d+)\b")
+
+
+def _quote(name: str) -> str:
+    from t2sql.data.schema import quote_identifier
+
+    return quote_identifier(name)
+
+
+def _add_join_conditions(tree: exp.Expression, lay: Layout) -> bool:
+    """Give every ``JOIN`` without ``ON``/``USING`` the condition :func:`join_condition` infers; True if any."""
+    changed = False
+    for select in tree.find_all(exp.Select):
+        tables = _scope_tables(select)
+        if not tables or any(t.alias for t in tables):
+            continue
+        seen = [tables[0].name] if tables[0].name in lay.tables else []
+        for j in select.args.get("joins") or []:
+            right = j.this.name if isinstance(j.this, exp.Table) else None
+            if right is None or right not in lay.tables:
+                break
+            on = j.args.get("on")
+            bare = on is None or (isinstance(on, exp.Boolean) and on.this is True)
+            if bare and not j.args.get("kind") and not j.args.get("using") and seen:
+                got = join_condition(lay, seen, right)
+                if got is not None:
+                    j.set("on", exp.EQ(this=exp.column(got[0]), expression=exp.column(got[1])))
+                    changed = True
+            seen.append(right)
+    return changed
+
+
+_REPEATED_JOIN = re.compile(r"(?:\s+(?:LEFT|RIGHT|FULL|INNER|OUTER|CROSS|NATURAL))*\s+JOIN\s+(t\d+)\b"
+                            r"(?!\s*(?:AS\b|ON\b|USING\b|\.))", re.IGNORECASE)
+
+
+def _drop_repeated_joins(text: str) -> str:
+    """In a query without subqueries, drop a ``JOIN tK`` of a table already read (before parsing, whose
+    time doubles per JOIN)."""
+    if re.search(r"\(\s*SELECT\b", text, re.IGNORECASE):
+        return text
+    seen: set[str] = set(re.findall(r"\bFROM\s+(t\d+)\b", text, re.IGNORECASE))
+
+    def drop(m: re.Match[str]) -> str:
+        if m.group(1) in seen:
+            return ""
+        seen.add(m.group(1))
+        return m.group(0)
+
+    return _REPEATED_JOIN.sub(drop, text)
+
+
+def _read_column_tables(tree: exp.Expression, lay: Layout) -> bool:
+    """Make each SELECT without aliases read the tables its columns belong to; True if any changed.
+
+    A lone table none of whose columns is read, in a SELECT that reads columns of exactly one other
+    table, is replaced by that table; the tables of other columns read are joined, bare (their
+    conditions are inferred by :func:`_add_join_conditions`).
+    """
+    changed = False
+    for select in list(tree.find_all(exp.Select)):
+        tables = _scope_tables(select)
+        if not tables or any(t.alias for t in tables) or any(t.name not in lay.tables for t in tables):
+            continue
+        owners: list[str] = []
+        for col in select.find_all(exp.Column):
+            if col.table or col.name not in lay.columns or next(_enclosing_selects(col), None) is not select:
+                continue
+            tid = lay.table_ids.get(lay.columns[col.name][0].lower())
+            if tid and tid not in owners:
+                owners.append(tid)
+        missing = [o for o in owners if o not in {t.name for t in tables}]
+        if not missing:
+            continue
+        if len(tables) == 1 and not select.args.get("joins") and len(owners) == 1:
+            tables[0].set("this", exp.to_identifier(owners[0]))
+        else:
+            for tid in missing:  # a bare JOIN, as the parser reads one
+                select.append("joins", exp.Join(this=exp.to_table(tid), on=exp.Boolean(this=True)))
+        changed = True
+    return changed
+
+
+def rewrite_tables(text: str, lay: Layout, fix_tables: bool = True, infer_joins: bool = True) -> str:
+    """Tables and join conditions of placeholder SQL, on one parse of ``text``.
+
+    ``fix_tables``: make each SELECT read the tables its columns belong to. A small model often
+    points at the right column but names the wrong table (``SELECT c7 FROM t1`` where c7 is a column
+    of t2), or repeats ``JOIN t2`` until its token limit; either query fails to run. In a query
+    without subqueries a table joined again is dropped; in each SELECT without aliases a lone table
+    none of whose columns is read is swapped for the one whose columns are, and the tables of other
+    columns read are joined (:func:`_read_column_tables`). ``infer_joins``: every bare JOIN gets the
+    condition :func:`join_condition` infers. Never raises: the text is returned unchanged when it
+    does not parse.
+    """
+    if fix_tables:
+        if not re.search(r"\b[tc]\d+\b", text):
+            return text
+        text = _drop_repeated_joins(text)
+    elif not (infer_joins and re.search(r"\bJOIN\b", text, re.IGNORECASE)):
+        return text
+    if too_many_joins(text):
+        return text
+    try:
+        tree = sqlglot.parse_one(text, read="sqlite")
+    except sqlglot.errors.SqlglotError:
+        return text
+    if tree is None:
+        return text
+    changed = fix_tables and _read_column_tables(tree, lay)
+    changed = (infer_joins and _add_join_conditions(tree, lay)) or changed
+    return re.sub(r" ON TRUE\b", "", tree.sql(dialect="sqlite")) if changed else text
+
+
+def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = True,
+                snap_values: bool = True, value_pointers: bool = False, fix_tables: bool = False) -> str:
+    """Map generated placeholder SQL back to the real names of ``lay`` (see the module docstring).
+
+    Unknown placeholders (``c99`` in a schema of 20 columns) are left as they are, so the query
+    fails to run and execution-guided decoding can pick another candidate.
+    """
+    pieces = []
+    for code, literal in _split_literals(text):
+        pieces.append(code)
+        if literal:
+            inner = literal[1:-1]
+            if inner.startswith(" "):
+                inner = inner[1:]
+            if inner.endswith(" "):
+                inner = inner[:-1]
+            pieces.append(f"'{inner}'")
+    text = "".join(pieces)
+    if value_pointers:
+        text = resolve_pointers(text, question)
+    if fix_tables or infer_joins:
+        text = rewrite_tables(text, lay, fix_tables, infer_joins)
+    used_tables = {m.group(3) for m in _PLACEHOLDER.finditer(_code_only(text)) if m.group(2) == "t"}
+    qualify = len(used_tables) > 1
+
+    def sub(m: re.Match[str]) -> str:
+        prefix, kind, num = m.group(1) or "", m.group(2), m.group(3)
+        key = f"{kind}{num}"
+        if kind == "t":
+            return prefix + _quote(lay.tables[key]) if key in lay.tables else m.group(0)
+        if key not in lay.columns:
+            return m.group(0)
+        table, column = lay.columns[key]
+        if prefix:
+            return re.sub(r"\s+", "", prefix) + _quote(column)
+        return f"{_quote(table)}.{_quote(column)}" if qualify else _quote(column)
+
+    out = []
+    for code, literal in _split_literals(text):
+        out.append(_PLACEHOLDER.sub(sub, code))
+        out.append(literal)
+    sql = "".join(out)
+    if snap_values:
+        sql = snap_literals(sql, question, lay)
+    return sql
+
+
+
+
+
+_DANGLING = re.compile(
+    r"(?:\s+(?:WHERE|AND|OR|HAVING)\s+[^\s']+\s*(?:=|<>|!=|<=|>=|<|>|NOT\s+LIKE|LIKE|IN|NOT\s+IN|BETWEEN)\s*"
+    r"|\s+(?:WHERE|AND|OR|HAVING|ON|JOIN|BY|ORDER|GROUP|LIMIT|SELECT|FROM|NOT|AS)|\s*,)\s*$", re.IGNORECASE)
+
+
+def repair_sql(text: str) -> str:
+    """Close what a cut-off or degenerate generation left open, so the query can run.
+
+    An unterminated string literal is dropped with the comparison it belongs to
+    (``... WHERE c3 = '`` -> ``...``), as are a trailing ``WHERE``/``AND``/``,`` and the like;
+    missing closing parentheses are added. Complete queries are returned unchanged.
+    """
+    out = text.rstrip()
+    if out.count("'") % 2 == 1:
+        out = out[: out.rfind("'")].rstrip()
+    for _ in range(4):
+        cut = _DANGLING.sub("", out)
+        if cut == out:
+            break
+        out = cut
+    depth = 0
+    for code, _ in _split_literals(out):
+        depth += code.count("(") - code.count(")")
+    if depth > 0:
+        out += ")" * depth
+    return out
+
+
+def _question_spans(question: str, max_words: int = 10) -> list[str]:
+    """Every run of up to ``max_words`` words of the question, as written there (punctuation kept inside)."""
+    toks = list(re.finditer(r"\S+", question))
+    spans = set()
+    for i in range(len(toks)):
+        for j in range(i, min(i + max_words, len(toks))):
+            raw = question[toks[i].start():toks[j].end()]
+            spans.add(raw)
+            spans.add(raw.strip(".,;:!?\"'()"))
+            spans.add(raw.rstrip(".,;:!?\"'"))
+            spans.add(raw.rstrip(".,;:!?"))
+    for m in re.finditer(r"[\"“']([^\"”']+)[\"”']", question):
+        spans.add(m.group(1))
+    return [s for s in spans if s]
+
+
+def snap_value(value: str, question: str, samples: Iterable[str] = ()) -> str:
+    """The sample value or question span ``value`` most likely copies, or ``value`` itself.
+
+    A sample value equal to ``value`` ignoring case wins (its spelling is the stored one); a value
+    found in the question, in any case, is kept as the model wrote it; then a question span equal
+    to it ignoring case and spaces; otherwise the most similar question span or sample value when
+    its similarity is at least 0.85. ``%`` wildcards at either end are kept.
+    """
+    if not value.strip():
+        return value
+    texts = [_literal_text(s) for s in samples]
+    spans: list[str] | None = None
+    for core in dict.fromkeys((value, value.strip("%"))):
+        if not core.strip():
+            continue
+        pre, post = value[: value.find(core)], value[value.find(core) + len(core):]
+        low = core.lower()
+        for cand in texts:
+            if cand.lower() == low:
+                return pre + cand + post
+        if low in question.lower():
+            return value
+        spans = spans if spans is not None else _question_spans(question)
+        squeezed = re.sub(r"\s+", "", low)
+        for cand in texts + spans:
+            if re.sub(r"\s+", "", cand.lower()) == squeezed:
+                return pre + cand + post
+    core = value.strip("%")
+    pre, post = value[: value.find(core)], value[value.find(core) + len(core):]
+    low = core.lower()
+    best, best_ratio = None, 0.0
+    for cand in texts + (spans or []):
+        if abs(len(cand) - len(core)) > max(2, len(core) // 4):
+            continue
+        r = difflib.SequenceMatcher(None, low, cand.lower()).ratio()
+        if r > best_ratio:
+            best, best_ratio = cand, r
+    if best is not None and best_ratio >= 0.85:
+        return pre + best + post
+    return value
+
+
+def snap_literals(sql: str, question: str, lay: Layout | None = None) -> str:
+    """Snap every string literal of ``sql`` with :func:`snap_value` (sample values of the schema too)."""
+    samples: list[str] = []
+    if lay is not None:
+        for t in lay.schema.tables:
+            for c in t.columns:
+                samples.extend(s for s in c.samples if s.startswith("'"))
+    out = []
+    for code, literal in _split_literals(sql):
+        out.append(code)
+        if literal:
+            inner = literal[1:-1].replace("''", "'")
+            snapped = snap_value(inner, question, samples)
+            out.append("'" + snapped.replace("'", "''") + "'")
+    return "".join(out)
