@@ -105,15 +105,7 @@ def t2sql_pipeline(config_path: str | None = None, overrides: list[str] | None =
                                   train_path=data["train"], val_path=data["validation"])
 
     champion = evaluate_champion(raw, data)
-    summary = {
-        "metrics": winner["metrics"], "exploration": exploration, "history": winner.get("history", []),
-        "techniques": table, "variants": variants, "winner": winner["technique"],
-        "rank_sweep": rank_sweep["results"] if rank_sweep else None,
-        "chosen_rank": rank_sweep["chosen_rank"] if rank_sweep else None,
-        "adalora_ranks": next((r.get("technique_summary", {}).get("rank_pattern") for r in rows
-                               if r["technique"].startswith("adalora")), None),
-        "technique_summaries": {r["technique"]: r.get("technique_summary", {}) for r in rows},
-    }
+    summary = steps.run_summary(winner, rows, exploration, variants, rank_sweep)
     run_id = steps.run_id_for(cfg, winner)
     registration = register(raw, winner, summary, run_id, champion)
     publish_artifacts(registration, table)

@@ -164,6 +164,33 @@ def technique_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def run_summary(winner: dict[str, Any], rows: list[dict[str, Any]], exploration: dict[str, Any] | None = None,
+                variants: list[dict[str, Any]] | None = None, rank_sweep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The typed summary of a run (:class:`t2sql.summary.RunSummary`), as the JSON dict tasks pass on.
+
+    Techniques and compression add their own report sections (``report_sections`` hooks).
+
+    Args:
+        winner: the winning fine-tune with its test ``metrics``.
+        rows: every technique's fine-tune summary with its test ``metrics``.
+        exploration: the exploration step's result.
+        variants: the compressed variants' rows.
+        rank_sweep: what :func:`choose_rank` returned.
+    """
+    from t2sql.compression.variants import report_sections as compression_sections
+    from t2sql.summary import RunSummary
+    from t2sql.techniques import report_sections
+
+    summary = RunSummary(
+        metrics=winner["metrics"], exploration=exploration or {}, history=winner.get("history", []),
+        winner=winner["technique"], techniques=technique_table(rows),
+        technique_summaries={r["technique"]: r.get("technique_summary", {}) for r in rows},
+        rank_sweep=rank_sweep["results"] if rank_sweep else None,
+        chosen_rank=rank_sweep["chosen_rank"] if rank_sweep else None, variants=variants,
+        sections=report_sections(rows) + compression_sections(variants or []))
+    return summary.model_dump(mode="json")
+
+
 def run_id_for(cfg: PipelineConfig, winner: dict[str, Any]) -> str:
     return f"{cfg.name}-{fingerprint(winner['key'], config_to_dict(cfg))[:10]}"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from t2sql.io import atomic_write_json, atomic_write_text
+from t2sql.summary import ReportSection, RunSummary
 
 HEADLINE_METRICS = (
     ("execution_accuracy", "execution accuracy"), ("exact_set_match", "exact-set match (Spider)"),
@@ -343,7 +344,7 @@ def _techniques_section(rows: list[dict[str, Any]], plots: _Plots) -> _Section:
     return s
 
 
-def _rank_section(sweep: list[dict[str, Any]], chosen: Any, adalora: Any, plots: _Plots) -> _Section:
+def _rank_section(sweep: list[dict[str, Any]], chosen: Any, plots: _Plots) -> _Section:
     s = _Section("LoRA rank")
     if sweep:
         s.table(["rank", "trainable params", "val loss", "execution accuracy"],
@@ -369,13 +370,16 @@ def _rank_section(sweep: list[dict[str, Any]], chosen: Any, adalora: Any, plots:
                 ax.axvline(float(chosen), color="grey", ls=":")
 
         plots.draw("rank_sweep", s, draw)
-    if adalora:
-        s.md.append("**AdaLoRA final ranks**\n")
-        s.html.append("<h3>AdaLoRA final ranks</h3>")
-        if isinstance(adalora, dict):
-            s.table(["module", "rank"], [[k, v] for k, v in adalora.items()])
-        else:
-            s.text(json.dumps(adalora, default=str)[:2000])
+    return s
+
+
+def _added_section(added: ReportSection) -> _Section:
+    """A section a technique or the compression stage added to the run summary."""
+    s = _Section(added.title)
+    for paragraph in added.text:
+        s.text(paragraph)
+    for table in added.tables:
+        s.table(table.columns, table.rows, {i for i, c in enumerate(table.columns) if c in table.fractions})
     return s
 
 
@@ -440,18 +444,24 @@ th{background:#f3f3f3}img{max-width:100%;display:block;margin:.6em 0}.sql code{f
 padding:.1em .3em}.sql{margin:.15em 0 .15em 1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em}"""
 
 
-def write_report(run_dir: str | os.PathLike[str], summary: dict[str, Any]) -> dict[str, Path]:
-    """Write report.html, report.md and report.json for a run.
+def write_report(run_dir: str | os.PathLike[str], summary: RunSummary | dict[str, Any]) -> dict[str, Path]:
+    """Write report.html, report.md and report.json (the summary, with the titles of the sections shown).
 
     Args:
         run_dir: the run's directory (created if needed); plots go to ``run_dir/plots``.
-        summary: any of ``metrics`` (from evaluation), ``predictions_path``, ``exploration``,
-            ``history``, ``techniques``, ``rank_sweep``, ``chosen_rank``, ``adalora_ranks``,
-            ``variants``, ``champion``, and ``title``. Missing keys leave their section out.
+        summary: a :class:`t2sql.summary.RunSummary` (or its dict): ``metrics`` (from evaluation),
+            ``predictions_path``, ``exploration``, ``history``, ``techniques``, ``rank_sweep``,
+            ``chosen_rank``, ``variants``, ``champion``, ``title``, and the ``sections`` techniques and
+            compression added. Missing fields leave their section out.
 
     Returns:
         {"html": path, "markdown": path, "json": path, "plots": {name: path}}.
+
+    Raises:
+        pydantic.ValidationError: ``summary`` has an unknown field or a field of the wrong type.
     """
+    typed = summary if isinstance(summary, RunSummary) else RunSummary.model_validate(summary)
+    summary = typed.model_dump(mode="json")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     plots = _Plots(run_dir)
@@ -468,11 +478,11 @@ def write_report(run_dir: str | os.PathLike[str], summary: dict[str, Any]) -> di
         sections.append(_history_section(list(summary["history"]), plots))
     if summary.get("techniques"):
         sections.append(_techniques_section(list(summary["techniques"]), plots))
-    if summary.get("rank_sweep") or summary.get("adalora_ranks"):
-        sections.append(_rank_section(list(summary.get("rank_sweep") or []), summary.get("chosen_rank"),
-                                      summary.get("adalora_ranks"), plots))
+    if summary.get("rank_sweep"):
+        sections.append(_rank_section(list(summary["rank_sweep"]), summary.get("chosen_rank"), plots))
     if summary.get("variants"):
         sections.append(_variants_section(list(summary["variants"]), plots))
+    sections += [_added_section(added) for added in typed.sections]
     if summary.get("champion"):
         sections.append(_champion_section(dict(summary["champion"])))
     if summary.get("exploration"):
@@ -497,6 +507,6 @@ def write_report(run_dir: str | os.PathLike[str], summary: dict[str, Any]) -> di
     paths = {"html": run_dir / "report.html", "markdown": run_dir / "report.md", "json": run_dir / "report.json"}
     atomic_write_text(paths["html"], page)
     atomic_write_text(paths["markdown"], "\n".join(md) + "\n")
-    atomic_write_json(paths["json"], {"title": title, "generated": stamp, "sections": [s.title for s in sections],
-                                      **summary})
+    atomic_write_json(paths["json"], {**summary, "title": title, "generated": stamp,
+                                      "section_titles": [s.title for s in sections]})
     return {**paths, "plots": dict(plots.made)}

@@ -297,6 +297,10 @@ def test_adalora_ranks_adapt_during_training(tokenizer, base_state, records):
     # masked singular values are exactly zero
     zeros = sum(int((p == 0).sum()) for n, p in model.named_parameters() if "lora_E" in n)
     assert zeros == 6 * len(start) - end["total_rank"]
+    # what the run report shows of it: one row per module, adding up to the total rank
+    (section,) = technique.report_sections(end)
+    assert section.source == "technique:adalora" and len(section.tables[0].rows) == len(start)
+    assert sum(rank for _, rank in section.tables[0].rows) == end["total_rank"]
 
 
 def test_adalora_refuses_cleared_gradients(tokenizer, base_state):

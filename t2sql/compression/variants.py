@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from t2sql.compression.config import CompressionConfig
+from t2sql.summary import ReportSection, ReportTable
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,27 @@ def evaluate_variant(model_dir: str | os.PathLike[str], backend: str, test_path:
         row["guided"] = translator.guided_totals  # how often a later beam replaced the best one
     (Path(out_dir) / "variant.json").write_text(json.dumps(row, indent=2, sort_keys=True, default=str))
     return row
+
+
+def report_sections(variants: list[dict[str, Any]]) -> list[ReportSection]:
+    """What the compression stage adds to the run report beside the variants' accuracy and latency.
+
+    Returns:
+        A "Compression" section: per variant its backend, precision, sparsity, size and accuracy per
+        megabyte; empty when no variant was made.
+    """
+    if not variants:
+        return []
+    rows = []
+    for v in variants:
+        size, acc = v.get("size_mb"), v.get("execution_accuracy")
+        rows.append([v.get("variant"), v.get("backend"), v.get("precision"), v.get("sparsity"), size,
+                     round(acc / size, 5) if acc is not None and size else None])
+    text = ["Sizes are of the weights as each backend serves them; sparsity is the share of the source model's "
+            "encoder/decoder Linear weights that are zero or gone."]
+    table = ReportTable(columns=["variant", "backend", "precision", "sparsity", "size_mb", "accuracy per MB"],
+                        rows=rows, fractions=["sparsity"])
+    return [ReportSection(title="Compression", source="compression", text=text, tables=[table])]
 
 
 def variant_name(model_label: str, backend: str, guided_beams: int = 0) -> str:

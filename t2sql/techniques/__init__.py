@@ -14,6 +14,8 @@ Each technique is one module with the same shape:
   will be exported in (BitNet while quantization ramps in); such steps are not picked as best;
 - optionally ``dump_state(model)`` / ``load_state(model, state)``: technique state kept in checkpoints;
 - optionally ``summary(model) -> dict``: technique-specific facts recorded with the run;
+- optionally ``report_sections(facts) -> list[t2sql.summary.ReportSection]``: what the run report
+  shows of those facts (see :func:`report_sections`);
 - optionally ``load(path) -> (model, tokenizer)``: read an export that is not a plain Hugging Face
   model (the directory then names it in ``t2sql.model_dir.FORMAT_FILE``, and ``t2sql.model_dir.FORMATS``
   lists the module);
@@ -32,6 +34,7 @@ from typing import Any
 
 from t2sql import model_dir
 from t2sql.modeling import count_parameters
+from t2sql.summary import ReportSection
 
 TECHNIQUES: dict[str, str] = {
     "full": "t2sql.techniques.full",
@@ -63,6 +66,20 @@ def get_technique(name: str) -> ModuleType:
     if name not in TECHNIQUES:
         raise KeyError(f"unknown technique {name!r}; valid: {', '.join(available())}")
     return importlib.import_module(TECHNIQUES[name])
+
+
+def report_sections(finetunes: list[dict[str, Any]]) -> list[ReportSection]:
+    """The report sections the techniques of a run add, from their recorded facts.
+
+    Args:
+        finetunes: fine-tune summaries (``technique`` and ``technique_summary`` keys).
+    """
+    sections: list[ReportSection] = []
+    for row in finetunes:
+        technique = get_technique(row["technique"])
+        if hasattr(technique, "report_sections") and row.get("technique_summary"):
+            sections += technique.report_sections(row["technique_summary"])
+    return sections
 
 
 def comparison_facts(name: str, model, out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:

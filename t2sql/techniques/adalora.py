@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from t2sql.summary import ReportSection, ReportTable
 from t2sql.techniques import lora
 
 # Placeholder length of the run until the first optimizer step tells the real one.
@@ -162,6 +163,17 @@ def summary(model) -> dict[str, Any]:
     return {"rank_pattern": ranks, "total_rank": sum(ranks.values()), "initial_total_rank": acfg.init_r * len(ranks),
             "target_r": acfg.target_r, "schedule": {"total_step": acfg.total_step, "tinit": acfg.tinit,
                                                     "tfinal": acfg.tfinal, "delta_t": acfg.deltaT}}
+
+
+def report_sections(facts: dict[str, Any]) -> list[ReportSection]:
+    """The final rank of every adapted module, for the run report."""
+    ranks = facts.get("rank_pattern") or {}
+    if not ranks:
+        return []
+    text = [f"Total rank {facts.get('total_rank')} of an initial {facts.get('initial_total_rank')} "
+            f"(target r {facts.get('target_r')}): the budget went to the modules below."]
+    table = ReportTable(columns=["module", "rank"], rows=[[k, v] for k, v in sorted(ranks.items())])
+    return [ReportSection(title="AdaLoRA final ranks", source="technique:adalora", text=text, tables=[table])]
 
 
 def dump_state(model) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from t2sql import model_dir
+from t2sql.summary import ReportSection, ReportTable
 
 NAME = "bitnet"
 WEIGHTS_FILE = "bitnet.safetensors"
@@ -261,6 +262,16 @@ def summary(model) -> dict[str, Any]:
         total += ternary.numel()
     return {"bitlinear_layers": len(layers), "ramp": min((m.ramp for m in layers.values()), default=1.0),
             "zero_weight_fraction": round(zeros / max(total, 1), 4), "weight_bits": 2}
+
+
+def report_sections(facts: dict[str, Any]) -> list[ReportSection]:
+    """How the ternary weights came out, for the run report."""
+    if not facts.get("bitlinear_layers"):
+        return []
+    table = ReportTable(columns=["BitLinear layers", "quantization ramp", "weights at zero", "bits per weight"],
+                        rows=[[facts["bitlinear_layers"], facts.get("ramp"), facts.get("zero_weight_fraction"),
+                               facts.get("weight_bits")]], fractions=["weights at zero"])
+    return [ReportSection(title="BitNet b1.58 weights", source="technique:bitnet", tables=[table])]
 
 
 def export(model, config: Config, out_dir: Path, tokenizer) -> None:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from t2sql.evaluation.judge import ExampleScorer, ScoringOptions
 from t2sql.io import atomic_write_json, read_jsonl
 from t2sql.prompt import PromptOptions
+from t2sql.summary import ReportSection, ReportTable
 from t2sql.validation import translate_records
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,17 @@ def export(model, config: Config, out_dir: Path, tokenizer) -> None:
 def summary(model) -> dict[str, Any]:
     """The rounds run: validation score and how many training answers were wrong in each."""
     return {"rounds": getattr(model, "t2sql_rounds", [])}
+
+
+def report_sections(facts: dict[str, Any]) -> list[ReportSection]:
+    """One row per refinement round, for the run report."""
+    rounds = facts.get("rounds") or []
+    if not rounds:
+        return []
+    cols = ["round", "val_execution_accuracy", "val_loss", "steps", "train_scored", "train_wrong", "improved"]
+    table = ReportTable(columns=cols, rows=[[r.get(c) for c in cols] for r in rounds],
+                        fractions=["val_execution_accuracy"])
+    return [ReportSection(title="Iterative refinement rounds", source="technique:iterative", tables=[table])]
 
 
 # --------------------------------------------------------------------------------------------
