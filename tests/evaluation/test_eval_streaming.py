@@ -11,7 +11,7 @@ from t2sql.config import EvalConfig
 from t2sql.evaluation import ExampleScorer, ScoringOptions, evaluate_model, evaluate_predictions
 from t2sql.evaluation.evaluate import PREDICTIONS_FILE
 
-SPIDER = Path(__file__).resolve().parents[1] / "data" / "spider_sample"
+SPIDER = Path(__file__).resolve().parents[2] / "data" / "spider_sample"
 
 
 def spider_records(n):

@@ -1,6 +1,6 @@
 """Pruning hits its targets, structured pruning shrinks and reloads, variants evaluate like their source.
 
-    .venv/bin/pytest tests/test_compression.py -q
+    .venv/bin/pytest tests/compression/test_compression.py -q
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def test_compression_config_is_checked():
 
 
 def test_shipped_configs_compression_sections_load():
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     import yaml
 
     for path in sorted(root.glob("*.yaml")) if root.is_dir() else []:

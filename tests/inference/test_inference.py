@@ -1,6 +1,6 @@
 """Translator backends: ONNX equals PyTorch, INT8 agrees, names are checked, execution guidance works.
 
-    .venv/bin/pytest tests/test_inference.py -q
+    .venv/bin/pytest tests/inference/test_inference.py -q
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from t2sql.inference import Translator, available_backends, canonical_backend
 from t2sql import hardware
 from t2sql.prompt import build_source
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "spider_sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "spider_sample"
 DBS = ("musical", "climbing")
 
 

@@ -1,6 +1,6 @@
 """The CUDA paths: training with mixed precision, QLoRA's bitsandbytes layers and serving on a GPU.
 
-Marked ``gpu`` (off by default, skipped without a CUDA device): ``pytest -m gpu tests/test_gpu.py``.
+Marked ``gpu`` (off by default, skipped without a CUDA device): ``pytest -m gpu tests/inference/test_gpu.py``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from t2sql.data import DataSourceError, load_source
 from t2sql.data.sources import load_create_context, load_spider, load_wikisql, snake_case, wikisql_table_name
 from t2sql.evaluation.execution import connect_schema, execute
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "data"
 SPIDER_SAMPLE = ROOT / "data" / "spider_sample"
 RECORD_KEYS = {"id", "question", "context", "answer", "db_id", "db_path", "source"}

@@ -9,9 +9,9 @@ from t2sql.evaluation.schema import schema_from_context, schema_from_sqlite, sch
 from t2sql.evaluation.structure import (SqlStructureError, build_structure, exact_set_match, hardness,
                                         normalize_sql, query_types)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPIDER = ROOT / "data" / "spider_sample"
-REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "eval" / "spider_reference.json").read_text())
+REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "eval" / "spider_reference.json").read_text())
 
 CONTEXT = """
 CREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, age INTEGER);

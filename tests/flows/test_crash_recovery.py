@@ -19,7 +19,7 @@ import yaml
 
 from conftest import TINY_MODEL, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import SAMPLE, TINY_MODEL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NIGHTLY_CRON = "15 3 * * *"
 DATABASES = ["club_1", "gymnast", "musical", "wrestler", "climbing", "entrepreneur", "body_builder",
              "candidate_poll", "race_track"]

@@ -8,8 +8,8 @@ import pytest
 
 from t2sql.evaluation import format_score_table, score_spider
 
-SPIDER = Path(__file__).resolve().parents[1] / "data" / "spider_sample"
-REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "eval" / "spider_reference.json").read_text())
+SPIDER = Path(__file__).resolve().parents[2] / "data" / "spider_sample"
+REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "eval" / "spider_reference.json").read_text())
 
 
 def write_lines(path, queries):

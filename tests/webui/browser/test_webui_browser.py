@@ -1,7 +1,7 @@
 """A real headless Chromium asks a question on the running GUI (waitress) and sees the result table.
 
-    .venv/bin/pytest tests/browser -m browser
-    T2SQL_SCREENSHOT_DIR=docs/screenshots .venv/bin/pytest tests/browser -m browser -k screenshots   # docs images
+    .venv/bin/pytest tests/webui/browser -m browser
+    T2SQL_SCREENSHOT_DIR=docs/screenshots .venv/bin/pytest tests/webui/browser -m browser -k screenshots   # docs images
 
 Needs Debian's chromium at /usr/bin/chromium (``apt-get install -y chromium``); skipped without it.
 """

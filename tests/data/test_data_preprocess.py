@@ -13,7 +13,7 @@ from t2sql.data import prepare_data
 from t2sql.data.preprocess import assign_splits, group_key
 from t2sql.io import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "data"
 SPLITS = ("train", "validation", "test")
 

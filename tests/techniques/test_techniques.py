@@ -1,6 +1,6 @@
 """Fine-tuning techniques on a tiny T5: one matrix over every technique, then each one's own facts.
 
-    .venv/bin/pytest tests/test_techniques.py
+    .venv/bin/pytest tests/techniques/test_techniques.py
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from t2sql.prompt import build_source
 from t2sql.techniques import available, comparison_facts, get_technique
 from t2sql.techniques import bitnet, iterative, rank_sweep
 
-SPIDER = Path(__file__).resolve().parents[1] / "data" / "spider_sample"
+SPIDER = Path(__file__).resolve().parents[2] / "data" / "spider_sample"
 DBS = ["dorm_1", "musical", "climbing"]
 
 # (registry name, params, train overrides, learning rate): the rows of the matrix.

@@ -11,7 +11,7 @@ from t2sql.data.normalize import context_identifiers, normalize_record, normaliz
 from t2sql.data.schema import coarse_type, quote_identifier, spider_create_tables, sqlite_create_tables, tables_used
 from t2sql.evaluation.execution import connect_schema, execute
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 ENTRY = {
     "db_id": "shop",
