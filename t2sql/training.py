@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from t2sql.hardware import cpu_supports_bf16, pick_device, set_threads
 from t2sql.io import atomic_open, atomic_write_json, read_jsonl
 from t2sql.modeling import count_parameters
-from t2sql.prompt import PromptOptions, build_sources, build_target, placeholder_target, question_context
+from t2sql.prompt import PromptOptions, build_sources, question_context, training_target
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +129,10 @@ def encode_file(path: str | os.PathLike[str], tokenizer, max_source_length: int,
         if limit is not None and i >= limit:
             break
         context = question_context(rec["question"], rec["context"], rec.get("db_path"), prompt)
-        if prompt is not None and (prompt.linked_tables_only or prompt.linked_columns_only) and prompt.placeholders:
-            target = placeholder_target(rec["answer"], rec["question"], context, prompt)
-            if target is None:
-                left_out += 1  # the gold query reads a table or column the pruned schema does not show
-                continue
-        else:
-            target = build_target(rec["answer"], rec["question"], context, prompt)
+        target = training_target(rec["answer"], rec["question"], context, prompt)
+        if target is None:
+            left_out += 1  # the gold query reads a table or column the pruned schema does not show
+            continue
         ids.append(str(rec.get("id", i)))
         pairs.append((rec["question"], context))
         tgts.append(target)

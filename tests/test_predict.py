@@ -18,7 +18,7 @@ from t2sql.prompt import PromptOptions, build_source, build_target, save_prompt_
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "spider_sample"
 DBS = ("gymnast", "musical")
-OPTS = PromptOptions(schema_format="compact", placeholders=True, column_types=False)
+OPTS = PromptOptions(format="linked", placeholders=True, column_types=False)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ from t2sql.evaluation.execution import execute
 from t2sql.evaluation.fuzz import fuzz_verdict
 from t2sql.evaluation.results import order_matters, results_match
 from t2sql.linking import layout, parse_context, placeholder_tokens, snap_value
-from t2sql.prompt import (PromptOptions, build_source, build_target, load_prompt_options, postprocess,
+from t2sql.prompt import (PROMPT_FILE, PromptOptions, build_source, build_target, load_prompt_options, postprocess,
                           save_prompt_options)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "spider_sample"
 
-LINKED = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, shuffle_tables=True,
+LINKED = PromptOptions(format="linked", placeholders=True, link_marks=True, shuffle_tables=True,
                        infer_joins=True, snap_values=True)
 CTX = ("CREATE TABLE singer (singer_id NUMBER PRIMARY KEY, name TEXT, country TEXT /* 'France', 'USA' */, age NUMBER); "
        "CREATE TABLE concert (concert_id NUMBER PRIMARY KEY, singer_id NUMBER, year TEXT, "
@@ -38,13 +38,37 @@ def test_default_options_keep_the_plain_format():
 
 
 def test_options_are_validated_and_saved_with_the_model(tmp_path):
-    with pytest.raises(ValidationError, match="placeholders needs schema_format"):
-        PromptOptions(placeholders=True)
+    with pytest.raises(ValidationError, match="plain format: placeholders: Extra inputs are not permitted"):
+        PromptOptions(format="plain", placeholders=True)
+    with pytest.raises(ValidationError, match="placeholders needs format: linked"):
+        PromptOptions(placeholders=True)  # a section without a format name, as written before formats had names
     with pytest.raises(ValidationError, match="infer_joins needs placeholders"):
-        PromptOptions(schema_format="compact", infer_joins=True)
+        PromptOptions(format="linked", infer_joins=True)
+    with pytest.raises(ValidationError, match="unknown prompt format 'fancy'; valid: linked, plain"):
+        PromptOptions(format="fancy")
     save_prompt_options(LINKED, tmp_path)
     assert load_prompt_options(tmp_path) == LINKED
+    assert json.loads((tmp_path / PROMPT_FILE).read_text())["format"] == "linked"
     assert load_prompt_options(tmp_path / "missing") == PromptOptions()
+
+
+def test_options_saved_before_formats_had_names_still_load(tmp_path):
+    old_linked = {"schema_format": "compact", "placeholders": True, "link_marks": True, "shuffle_tables": False,
+                  "column_types": True, "sample_values": 0, "infer_joins": True, "snap_values": False,
+                  "lowercase_question": False, "repair": False, "fix_tables": False, "value_pointers": True,
+                  "question_links": False, "linked_tables_only": False, "linked_columns_only": False,
+                  "expand_names": False, "key_columns": False, "rank_tables": False, "question_values": False}
+    (tmp_path / PROMPT_FILE).write_text(json.dumps(old_linked))
+    opts = load_prompt_options(tmp_path)
+    assert opts.format == "linked" and opts.placeholders and opts.value_pointers and not opts.repair
+    old_plain = {**old_linked, "schema_format": "sql", "placeholders": False, "infer_joins": False,
+                 "value_pointers": False, "repair": True}
+    (tmp_path / PROMPT_FILE).write_text(json.dumps(old_plain))
+    plain = load_prompt_options(tmp_path)
+    assert plain.format == "plain" and plain.repair and plain.model_dump() == {"format": "plain", "repair": True,
+                                                                               "snap_values": False}
+    with pytest.raises(AttributeError):
+        plain.placeholders  # noqa: B018 - an option of the linked format only
 
 
 def test_context_parsing_reads_types_samples_and_foreign_keys():
@@ -59,7 +83,7 @@ def test_context_parsing_reads_types_samples_and_foreign_keys():
 
 
 def test_compact_source_numbers_names_and_marks_links():
-    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True)
+    opts = PromptOptions(format="linked", placeholders=True, link_marks=True)
     src = build_source(Q, CTX, opts)
     assert src == ("question: What are the names of singers from France who had a concert in 2014? | "
                    "t1 singer [E] : c1 singer id number [P] , c2 name text [E] , c3 country text [V] ( 'France' ) , "
@@ -68,17 +92,17 @@ def test_compact_source_numbers_names_and_marks_links():
 
 
 def test_question_links_write_the_numbers_a_word_names_beside_it():
-    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, value_pointers=True,
+    opts = PromptOptions(format="linked", placeholders=True, link_marks=True, value_pointers=True,
                          question_links=True)
     src = build_source(Q, CTX, opts)
     assert src.startswith("question: w1 What w2 are w3 the w4 names c2 w5 of w6 singers t1 c1 c6 w7 from w8 France "
                           "w9 who w10 had w11 a w12 concert t2 c5 w13 in w14 2014 w15 ? | t1 singer [E] : c1 singer id")
     # The target and its mapping back do not change: the numbers are the schema's.
-    plain = opts.model_copy(update={"question_links": False})
+    plain = opts.replace(question_links=False)
     gold = "SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.singer_id WHERE T2.year = 2014"
     assert build_target(gold, Q, CTX, opts) == build_target(gold, Q, CTX, plain)
     with pytest.raises(ValidationError, match="question_links needs value_pointers"):
-        PromptOptions(schema_format="compact", placeholders=True, question_links=True)
+        PromptOptions(format="linked", placeholders=True, question_links=True)
 
 
 def test_plural_question_words_link_to_singular_names():
@@ -92,7 +116,7 @@ def test_plural_question_words_link_to_singular_names():
 def test_target_points_at_columns_and_drops_inferable_join_conditions():
     gold = ("SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.singer_id = T2.singer_id "
             "WHERE T1.country = 'France' AND T2.year = '2014'")
-    opts = LINKED.model_copy(update={"shuffle_tables": False})
+    opts = LINKED.replace(shuffle_tables=False)
     target = build_target(gold, Q, CTX, opts)
     assert target == "SELECT c2 FROM t1 JOIN t2 WHERE c3 = ' France ' AND c7 = ' 2014 '"
     assert postprocess(target, Q, CTX, opts) == (
@@ -102,7 +126,7 @@ def test_target_points_at_columns_and_drops_inferable_join_conditions():
 
 def test_self_join_keeps_aliases():
     gold = "SELECT T1.name FROM singer AS T1 JOIN singer AS T2 ON T1.age = T2.age WHERE T1.singer_id <> T2.singer_id"
-    opts = LINKED.model_copy(update={"shuffle_tables": False})
+    opts = LINKED.replace(shuffle_tables=False)
     target = build_target(gold, Q, CTX, opts)
     assert target == "SELECT T1. c2 FROM t1 AS T1 JOIN t1 AS T2 ON T1. c4 = T2. c4 WHERE T1. c1 <> T2. c1"
     assert postprocess(target, Q, CTX, opts) == (
@@ -110,7 +134,7 @@ def test_self_join_keeps_aliases():
 
 
 def test_unknown_placeholders_and_unparseable_output_never_raise():
-    opts = LINKED.model_copy(update={"shuffle_tables": False})
+    opts = LINKED.replace(shuffle_tables=False)
     assert postprocess("SELECT c99 FROM t1", Q, CTX, opts) == "SELECT c99 FROM singer"
     assert postprocess("SELECT ( ( JOIN", Q, CTX, opts) == "SELECT ( ( JOIN"
     assert postprocess("SELECT c1 FROM t1", Q, "not a schema", opts) == "SELECT c1 FROM t1"
@@ -185,7 +209,7 @@ def test_prompt_section_of_the_shipped_recipes_loads():
     os.environ.setdefault("T2SQL_DATA_DIR", str(ROOT / "data"))
     for name in ("create_context_cpu", "spider_cpu"):
         cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-        assert cfg.prompt.placeholders and cfg.prompt.schema_format == "compact"
+        assert cfg.prompt.format == "linked" and cfg.prompt.placeholders
         assert cfg.data.split_by == "database"
         assert cfg.train.max_minutes == 25
         assert json.loads(cfg.prompt.model_dump_json()) == json.loads(PromptOptions.model_validate(
@@ -196,7 +220,7 @@ def test_degenerate_output_with_dozens_of_joins_is_postprocessed_at_once():
     """sqlglot's parse time doubles per JOIN; a model's runaway output must not stall decoding."""
     import time
 
-    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, infer_joins=True,
+    opts = PromptOptions(format="linked", placeholders=True, link_marks=True, infer_joins=True,
                          snap_values=True, repair=True)
     text = "SELECT c2 FROM t1 " + "JOIN t2 " * 40
     t0 = time.perf_counter()
@@ -209,7 +233,7 @@ def test_linked_tables_only_shows_the_tables_a_question_names_and_training_skips
     ctx = ("CREATE TABLE singer (singer_id NUMBER, name TEXT, country TEXT); "
            "CREATE TABLE stadium (stadium_id NUMBER, capacity NUMBER); "
            "CREATE TABLE concert (concert_id NUMBER, singer_id NUMBER, year TEXT)")
-    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
+    opts = PromptOptions(format="linked", placeholders=True, link_marks=True, column_types=False,
                          linked_tables_only=True)
     q = "What are the names of singers?"
     assert build_source(q, ctx, opts) == ("question: What are the names of singers? | t1 singer [E] : c1 singer id [P] , "
@@ -220,7 +244,7 @@ def test_linked_tables_only_shows_the_tables_a_question_names_and_training_skips
     # No table linked: the whole schema is shown.
     assert "stadium" in build_source("How big is it?", ctx, opts)
     with pytest.raises(ValidationError, match="linked_tables_only needs"):
-        PromptOptions(schema_format="compact", link_marks=False, linked_tables_only=True)
+        PromptOptions(format="linked", link_marks=False, linked_tables_only=True)
 
     from t2sql.modeling import train_tokenizer
     from t2sql.training import encode_file
@@ -234,14 +258,14 @@ def test_linked_tables_only_shows_the_tables_a_question_names_and_training_skips
     tok = train_tokenizer([build_source(q, ctx, opts), "SELECT c2 FROM t1"] * 5, 300)
     enc = encode_file(path, tok, 128, 32, prompt=opts)
     assert enc.ids == ["a"]  # stadium is not shown for this question: nothing to point at
-    assert len(encode_file(path, tok, 128, 32, prompt=opts.model_copy(update={"linked_tables_only": False})).ids) == 3
+    assert len(encode_file(path, tok, 128, 32, prompt=opts.replace(linked_tables_only=False)).ids) == 3
 
 
 # Two tables joined through keys the question does not name (performer_id -> singer.id).
 PERFORMER_CTX = ("CREATE TABLE singer (id NUMBER PRIMARY KEY, name TEXT, country TEXT); "
                  "CREATE TABLE concert (concert_id NUMBER, performer_id NUMBER, year TEXT, "
                  "FOREIGN KEY (performer_id) REFERENCES singer(id))")
-NUMBERED = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
+NUMBERED = PromptOptions(format="linked", placeholders=True, link_marks=True, column_types=False,
                          infer_joins=True)
 
 
@@ -249,7 +273,7 @@ def test_linked_columns_only_shows_the_named_columns_and_still_infers_joins_thro
     from t2sql.prompt import placeholder_target
 
     ctx = PERFORMER_CTX
-    opts = NUMBERED.model_copy(update={"linked_tables_only": True, "linked_columns_only": True})
+    opts = NUMBERED.replace(linked_tables_only=True, linked_columns_only=True)
     q = "What are the names of singers with a concert in 2014?"
     assert build_source(q, ctx, opts) == ("question: What are the names of singers with a concert in 2014? | "
                                           "t1 singer [E] : c1 name [E] | t2 concert [E] : c2 concert id [P]")
@@ -268,7 +292,7 @@ def test_linked_columns_only_shows_the_named_columns_and_still_infers_joins_thro
     # Nothing named: every column is shown.
     assert "country" in build_source("How big is it?", ctx, opts)
     with pytest.raises(ValidationError, match="linked_columns_only needs"):
-        PromptOptions(schema_format="compact", link_marks=True, linked_columns_only=True)
+        PromptOptions(format="linked", link_marks=True, linked_columns_only=True)
 
     from t2sql.modeling import train_tokenizer
     from t2sql.training import encode_file
@@ -283,7 +307,7 @@ def test_linked_columns_only_shows_the_named_columns_and_still_infers_joins_thro
 
 def test_fix_tables_reads_the_tables_the_chosen_columns_belong_to():
     ctx = PERFORMER_CTX + "; CREATE TABLE stadium (capacity NUMBER)"
-    opts = NUMBERED.model_copy(update={"repair": True, "fix_tables": True})
+    opts = NUMBERED.replace(repair=True, fix_tables=True)
     q = "What are the names of singers with a concert in the year 2014?"
     assert build_source(q, ctx, opts).endswith("| t1 singer [E] : c1 id , c2 name [E] , c3 country | t2 concert [E] : "
                                                "c4 concert id [P] , c5 performer id , c6 year [E] | t3 stadium : "
@@ -313,7 +337,7 @@ def test_fix_tables_reads_the_tables_the_chosen_columns_belong_to():
         got = postprocess(text, q, ctx, opts)
         assert got == want, text
         conn.execute(got)
-        unfixed = postprocess(text, q, ctx, opts.model_copy(update={"fix_tables": False}))
+        unfixed = postprocess(text, q, ctx, opts.replace(fix_tables=False))
         assert (unfixed == want) == text.endswith("'UK'")
     with pytest.raises(ValidationError, match="fix_tables needs"):
         PromptOptions(fix_tables=True)
@@ -321,7 +345,8 @@ def test_fix_tables_reads_the_tables_the_chosen_columns_belong_to():
 
 def test_expand_names_links_abbreviated_and_glued_names():
     from t2sql.linking import name_words, question_links
-    from t2sql.prompt import _layout, placeholder_target
+    from t2sql.prompt import placeholder_target
+    from t2sql.prompts.linked import view
 
     assert name_words("dept_name", expand=True) == ["department", "name"]
     assert name_words("dormid", expand=True) == ["dormitory", "id"]
@@ -335,17 +360,16 @@ def test_expand_names_links_abbreviated_and_glued_names():
            "FOREIGN KEY (dept_name) REFERENCES department(dept_name))")
     q = "What are the first names and ages of students in the History department?"
     gold = "SELECT Fname, age FROM student WHERE dept_name = 'History'"
-    opts = NUMBERED.model_copy(update={"linked_tables_only": True, "linked_columns_only": True,
-                                       "value_pointers": True, "question_links": True})
+    opts = NUMBERED.replace(linked_tables_only=True, linked_columns_only=True, value_pointers=True, question_links=True)
     plain = build_source(q, ctx, opts)
     assert "fname" not in plain and "dept name" not in plain
     assert placeholder_target(gold, q, ctx, opts) is None
-    expanded = opts.model_copy(update={"expand_names": True})
+    expanded = opts.replace(expand_names=True)
     source = build_source(q, ctx, expanded)
     assert "fname [E]" in source and "dept name [P]" in source and "age [E]" in source
     assert "building" not in source
     assert "surname" not in source  # last name is not asked for
-    lay = _layout(q, ctx, expanded)
+    lay = view(q, ctx, expanded.options)
     fname = lay.column_ids[("student", "fname")]
     words = q.split()
     assert fname in question_links(q, lay)[words.index("first")]
@@ -361,11 +385,11 @@ def test_key_columns_shows_the_keys_between_shown_tables():
 
     q = "How many singers have no concert?"
     gold = "SELECT count(*) FROM singer WHERE id NOT IN (SELECT performer_id FROM concert)"
-    opts = NUMBERED.model_copy(update={"linked_tables_only": True, "linked_columns_only": True})
+    opts = NUMBERED.replace(linked_tables_only=True, linked_columns_only=True)
     # concert_id is the only column named: the keys stay hidden, and the target cannot be written
     assert "performer" not in build_source(q, PERFORMER_CTX, opts)
     assert placeholder_target(gold, q, PERFORMER_CTX, opts) is None
-    keyed = opts.model_copy(update={"key_columns": True})
+    keyed = opts.replace(key_columns=True)
     source = build_source(q, PERFORMER_CTX, keyed)
     assert source.endswith("| t1 singer [E] : c1 id | t2 concert [E] : c2 concert id [P] , c3 performer id")
     target = placeholder_target(gold, q, PERFORMER_CTX, keyed)
@@ -375,20 +399,20 @@ def test_key_columns_shows_the_keys_between_shown_tables():
     # a key to a table that is not shown stays hidden
     assert "performer" not in build_source("How many concerts are there?", PERFORMER_CTX, keyed)
     with pytest.raises(ValidationError, match="key_columns needs"):
-        PromptOptions(schema_format="compact", placeholders=True, link_marks=True, key_columns=True)
+        PromptOptions(format="linked", placeholders=True, link_marks=True, key_columns=True)
 
 
 def test_rank_tables_numbers_the_named_table_first():
     ctx = ("CREATE TABLE climber (climber_id NUMBER, name TEXT, country TEXT); "
            "CREATE TABLE mountain_range (range_id NUMBER, name TEXT); "
            "CREATE TABLE ranges_visited (range_id NUMBER, climber_id NUMBER)")
-    opts = NUMBERED.model_copy(update={"linked_tables_only": True, "linked_columns_only": True})
+    opts = NUMBERED.replace(linked_tables_only=True, linked_columns_only=True)
     q = "What is the name of each mountain range?"
     # declaration order: climber (linked only through its name column) comes first
     assert build_source(q, ctx, opts).endswith(
         "| t1 climber : c1 name [E] | t2 mountain range [E] : c2 range id [P] , c3 name [E] | t3 ranges visited [P] "
         ": c4 range id [P]")
-    ranked = opts.model_copy(update={"rank_tables": True})
+    ranked = opts.replace(rank_tables=True)
     assert build_source(q, ctx, ranked).endswith(
         "| t1 mountain range [E] : c1 range id [P] , c2 name [E] | t2 ranges visited [P] : c3 range id [P] "
         "| t3 climber : c4 name [E]")

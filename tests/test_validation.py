@@ -19,7 +19,7 @@ from t2sql.validation import VALIDATION_SCORING, evenly_spaced, translate_record
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "spider_sample"
 WIKISQL = ROOT / "tests" / "fixtures" / "data" / "wikisql"
-POINTERS = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, value_pointers=True,
+POINTERS = PromptOptions(format="linked", placeholders=True, link_marks=True, value_pointers=True,
                          infer_joins=True, snap_values=True)
 
 
@@ -104,7 +104,7 @@ def test_repair_closes_cut_off_output():
     assert repair_sql("SELECT c1 FROM t1 WHERE c2 IN (SELECT c3 FROM t2 WHERE c4 = 'ab") == \
         "SELECT c1 FROM t1 WHERE c2 IN (SELECT c3 FROM t2)"
     assert repair_sql("SELECT a FROM t WHERE b = 'it''s'") == "SELECT a FROM t WHERE b = 'it''s'"
-    opts = POINTERS.model_copy(update={"repair": True})
+    opts = POINTERS.replace(repair=True)
     ctx = "CREATE TABLE singer (name TEXT, country TEXT)"
     assert postprocess("SELECT COUNT(*) FROM t1 WHERE c2 = '", "How many singers?", ctx, opts) == \
         "SELECT COUNT(*) FROM singer"

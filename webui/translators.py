@@ -195,7 +195,7 @@ class TranslatorPool:
             label = model_dir.name
         with_types, samples = _context_settings(model_dir)
         try:
-            values = load_prompt_options(model_dir).question_values
+            values = load_prompt_options(model_dir).reads_database
         except (OSError, ValueError):
             values = False
         return ModelChoice(label, model_dir.resolve(), with_types, samples, values)

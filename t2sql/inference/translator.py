@@ -234,7 +234,7 @@ class Translator:
         """
         if db_paths is not None and len(db_paths) != len(pairs):
             raise ValueError(f"db_paths has {len(db_paths)} entries for {len(pairs)} pairs")
-        if self.prompt is not None and self.prompt.question_values:
+        if self.prompt is not None and self.prompt.reads_database:
             pairs = [self._with_values(k, pair, db_paths) for k, pair in enumerate(pairs)]
         sources = self.sources(pairs)
         if not self.execution_guided:

@@ -59,7 +59,7 @@ def test_add_column_comments_writes_values_beside_their_columns():
 
 
 def test_question_values_prompt_links_a_value_to_its_unnamed_column(climbing_db, tmp_path):
-    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
+    opts = PromptOptions(format="linked", placeholders=True, link_marks=True, column_types=False,
                          infer_joins=True, value_pointers=True, linked_tables_only=True, linked_columns_only=True,
                          question_values=True)
     q = "What are the names of climbers from the United Kingdom?"
@@ -75,7 +75,7 @@ def test_question_values_prompt_links_a_value_to_its_unnamed_column(climbing_db,
     assert postprocess(target, q, ctx, opts) == gold
     # without a database, or with the option off, the context is used as it is
     assert question_context(q, CONTEXT, None, opts) == CONTEXT
-    assert question_context(q, CONTEXT, str(climbing_db), opts.model_copy(update={"question_values": False})) \
+    assert question_context(q, CONTEXT, str(climbing_db), opts.replace(question_values=False)) \
         == CONTEXT
     assert with_question_values(q, CONTEXT, tmp_path / "missing.sqlite") == CONTEXT
     with pytest.raises(ValidationError, match="question_values needs"):
@@ -101,7 +101,7 @@ def test_the_translator_reads_values_from_each_pairs_database(climbing_db, tmp_p
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir(), model_dir)
-    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, column_types=False,
+    opts = PromptOptions(format="linked", placeholders=True, link_marks=True, column_types=False,
                          question_values=True)
     (model_dir / PROMPT_FILE).write_text(opts.model_dump_json())
     q = "Who is from Switzerland?"

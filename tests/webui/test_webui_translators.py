@@ -170,7 +170,7 @@ def test_a_model_trained_with_question_values_reads_them_from_the_asked_database
     from t2sql.prompt import PROMPT_FILE, PromptOptions
 
     reg = make_registry(tmp_path / "runs", with_model=False)
-    opts = PromptOptions(schema_format="compact", placeholders=True, link_marks=True, question_values=True)
+    opts = PromptOptions(format="linked", placeholders=True, link_marks=True, question_values=True)
     (reg.root / "run-a" / "model" / PROMPT_FILE).write_text(opts.model_dump_json())
     contexts: list[str] = []
 
