@@ -419,3 +419,25 @@ def test_rank_tables_numbers_the_named_table_first():
     gold = "SELECT name FROM mountain_range"
     assert build_target(gold, q, ctx, ranked) == "SELECT c2 FROM t1"
     assert postprocess("SELECT c2 FROM t1", q, ctx, ranked) == gold
+
+
+def test_shipped_configs_write_and_read_as_recorded():
+    """Inputs, targets and decoded SQL of the shipped configs' formats on sample questions, recorded
+    from the code before prompt formats became plug-ins: a change to a format shows up here."""
+    from t2sql.config import load_config
+    from t2sql.prompt import placeholder_target, question_context
+
+    os.environ.setdefault("T2SQL_DATA_DIR", str(ROOT / "data"))
+    recorded = json.loads((ROOT / "tests" / "fixtures" / "prompt" / "shipped_formats.json").read_text())
+    records = {r["id"]: r for r in load_spider(str(ROOT / "data" / "spider_sample"))[0]}
+    for name, expected in recorded.items():
+        opts = load_config(ROOT / "configs" / f"{name}.yaml").prompt
+        for row in expected["rows"]:
+            rec = records[row["id"]]
+            ctx = question_context(rec["question"], rec["context"], rec.get("db_path"), opts)
+            target = build_target(rec["answer"], rec["question"], ctx, opts)
+            assert build_source(rec["question"], ctx, opts) == row["source"], (name, row["id"])
+            assert target == row["target"], (name, row["id"])
+            if opts.format == "linked":
+                assert placeholder_target(rec["answer"], rec["question"], ctx, opts) == row["placeholder"]
+            assert postprocess(target, rec["question"], ctx, opts) == row["decoded"], (name, row["id"])
