@@ -122,11 +122,12 @@ def finetune_technique(train_cfg, prompt, work: str | os.PathLike[str], base: di
 def evaluate_model_dir(eval_cfg, work: str | os.PathLike[str], model_dir: str, test_path: str, key: str,
                        backend: str | None = None, max_source_length: int = 512) -> dict[str, Any]:
     """Evaluate a model directory on a test file (cached by model key, test data and eval settings)."""
-    from t2sql.evaluation.evaluate import evaluate_model
+    from t2sql.evaluation.evaluate import EVALUATION_VERSION, evaluate_model
     from t2sql.inference import Translator
 
     backend = backend or eval_cfg.backend
-    eval_key = fingerprint(key, fingerprint(test_path), eval_cfg.model_dump(mode="json"), backend, max_source_length)
+    eval_key = fingerprint(key, fingerprint(test_path), eval_cfg.model_dump(mode="json"), backend, max_source_length,
+                           EVALUATION_VERSION)
     out = Path(work) / "eval" / eval_key
     done = out / "metrics.json"
     if done.is_file():

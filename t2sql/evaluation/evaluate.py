@@ -37,6 +37,9 @@ from t2sql.io import atomic_open, atomic_write_json, read_jsonl
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
+#: Changes when what an evaluation computes changes, so that evaluations cached by their inputs are
+#: redone (2: each question reaches the translator with its database).
+EVALUATION_VERSION = 2
 
 
 class _Reservoir:
@@ -390,7 +393,8 @@ def evaluate_model(translator: Any, test_path: str | os.PathLike[str] | Sequence
     """Translate a test set with a model and score it, streaming in batches.
 
     Args:
-        translator: anything with ``translate([(question, context), ...]) -> [sql]`` (a Translator).
+        translator: anything with ``translate([(question, context, db_path), ...]) -> [sql]`` (a
+            :class:`t2sql.inference.Translator`; ``db_path`` is None for schema-only records).
         test_path: a test JSONL file, a YAML scenario file, or a list of them.
         eval_cfg: an ``EvalConfig``; see :func:`evaluate_predictions`.
         out_dir: where predictions.jsonl and metrics.json are written.
@@ -408,9 +412,10 @@ def evaluate_model(translator: Any, test_path: str | os.PathLike[str] | Sequence
 
     def predict(batch: list[dict[str, Any]]) -> list[tuple[str, float | None]]:
         t0 = time.perf_counter()
-        pairs = [(str(r.get("question") or ""), str(r.get("context") or "")) for r in batch]
-        if getattr(translator, "execution_guided", False):  # candidates are tried on each question's database
-            pairs = [(q, c, r.get("db_path")) for (q, c), r in zip(pairs, batch)]
+        # Each question's database goes with it: a prompt that reads stored values (the linked
+        # format's question_values) writes them as in training, and execution-guided decoding tries
+        # candidates there.
+        pairs = [(str(r.get("question") or ""), str(r.get("context") or ""), r.get("db_path")) for r in batch]
         sqls = translator.translate(pairs)
         per_question = (time.perf_counter() - t0) * 1000.0 / len(batch)
         if len(sqls) != len(batch):

@@ -175,3 +175,22 @@ def test_empty_or_zero_gold_results_are_counted_apart(tmp_path):
     assert m["execution_accuracy_informative"] == pytest.approx(1 / 3)
     lines = [json.loads(x) for x in (tmp_path / "out" / PREDICTIONS_FILE).read_text().splitlines()]
     assert [x.get("gold_informative") for x in lines] == [False, False, True, True, True]
+
+
+def test_each_question_reaches_the_translator_with_its_database(tmp_path):
+    class Recording:
+        def __init__(self):
+            self.pairs = []
+
+        def translate(self, pairs):
+            self.pairs += list(pairs)
+            return ["SELECT 1"] * len(pairs)
+
+    records = list(spider_records(4)) + [{"id": "cc", "question": "How many heads?", "answer": "SELECT count(*) FROM head",
+                                          "context": "CREATE TABLE head (age INTEGER)", "db_path": None}]
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in records))
+    translator = Recording()
+    evaluate_model(translator, test, EvalConfig(batch_size=2), tmp_path / "eval")
+    assert [p[2] for p in translator.pairs] == [r["db_path"] for r in records]
+    assert all(p[2] and p[2].endswith(".sqlite") for p in translator.pairs[:4]) and translator.pairs[4][2] is None
