@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from t2sql.config import ConfigError, load_config, registry_root
+from t2sql.config import ConfigError, load_config
 
 
 def _prefect_env(work_dir: Path) -> None:
@@ -128,10 +128,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from t2sql import pipeline
-    from t2sql.registry import Registry
 
     cfg = load_config(args.config, args.set)
-    model_dir = Registry(registry_root(cfg)).resolve(args.model)
+    model_dir = pipeline.registry_for(cfg).resolve(args.model)
     data = pipeline.prepare(cfg)
     test = args.data or data["test"]
     metrics = pipeline.evaluate_model_dir(cfg.eval, pipeline.work_dir(cfg), str(model_dir), test,
@@ -191,9 +190,39 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for e in reg.runs():
         m = e.get("metrics", {})
         mark = "*" if e["run_id"] == champ else " "
-        print(f"{mark} {e['run_id']}  EX={m.get('execution_accuracy')}  EM={m.get('exact_match')}  "
+        print(f"{mark} v{e['version']} {e['run_id']}  EX={m.get('execution_accuracy')}  EM={m.get('exact_match')}  "
               f"p50={m.get('latency_ms_p50')}ms  {e.get('technique', '')}")
     return 0
+
+
+def cmd_import_runs(args: argparse.Namespace) -> int:
+    from t2sql.registry import Registry, import_file_registry
+
+    reg = Registry(args.registry)
+    imported = import_file_registry(args.old_registry, reg)
+    print(f"imported {len(imported)} runs into {reg.tracking_uri}; champion: {reg.champion()}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI over the registry's store, on loopback; Ctrl-C stops it."""
+    import subprocess
+
+    from t2sql.registry import Registry
+
+    reg = Registry(args.registry)
+    if not reg.embedded:
+        print(f"runs are tracked on {reg.tracking_uri}: open its UI there")
+        return 0
+    reg.client  # creates the embedded store if it is new
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", reg.tracking_uri,
+           "--default-artifact-root", (reg.root / "mlartifacts").resolve().as_uri(),
+           "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI for {reg.root}: http://{args.host}:{args.port}", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -269,6 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("runs", help="list registered runs (* marks the champion)")
     sp.add_argument("--registry", default=default_registry)
     sp.set_defaults(func=cmd_runs)
+
+    sp = sub.add_parser("import-runs", help="register the runs of a registry written before MLflow (index.json)")
+    sp.add_argument("old_registry", help="the old registry directory")
+    sp.add_argument("--registry", default=default_registry)
+    sp.set_defaults(func=cmd_import_runs)
+
+    sp = sub.add_parser("ui", help="open the MLflow UI over the registry (runs, learning curves, model versions)")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=5000)
+    sp.add_argument("--registry", default=default_registry)
+    sp.set_defaults(func=cmd_ui)
 
     sp = sub.add_parser("promote", help="make a run the champion")
     sp.add_argument("run_id")

@@ -171,11 +171,11 @@ def t2sql_nightly(config_path: str = "configs/quickstart.yaml", overrides: list[
 def current_champion(config_path: str, overrides: list[str] | None) -> str | None:
     """The champion of the config's registry, or None (no champion yet, or a config that does not load:
     the pipeline then fails with the reason)."""
-    from t2sql.config import ConfigError, load_config, registry_root
-    from t2sql.registry import Registry
+    from t2sql.config import ConfigError, load_config
+    from t2sql.pipeline import registry_for
 
     try:
-        return Registry(registry_root(load_config(config_path, overrides))).champion()
+        return registry_for(load_config(config_path, overrides)).champion()
     except ConfigError:
         return None
 

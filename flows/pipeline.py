@@ -107,7 +107,7 @@ def t2sql_pipeline(config_path: str | None = None, overrides: list[str] | None =
     champion = evaluate_champion(raw, data)
     summary = steps.run_summary(winner, rows, exploration, variants, rank_sweep)
     run_id = steps.run_id_for(cfg, winner)
-    registration = register(raw, winner, summary, run_id, champion)
+    registration = register(raw, winner, summary, run_id, champion, data.get("fingerprint"))
     publish_artifacts(registration, table)
     logger.info("run %s registered at %s (promoted: %s, %s)", registration["run_id"], registration["run_dir"],
                 registration["promoted"], registration["reason"])

@@ -205,6 +205,10 @@ class GateConfig(Strict):
 
 class RegistryConfig(Strict):
     root: str = Field(default="runs", description="Registry directory; ${T2SQL_HOME} is expanded.")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking server of a team (http://host:5000); default: $T2SQL_MLFLOW_URI, "
+        "else an embedded SQLite store and artifact folder under the registry directory.")
+    model_name: str = Field(default="t2sql", pattern=r"^[A-Za-z0-9_.-]+$", description="The registered model's name.")
 
 
 class PipelineConfig(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -101,3 +102,14 @@ def fingerprint(*parts: Any) -> str:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def library_fingerprint() -> str:
+    """A digest of the ``t2sql`` package's source (a new prompt format or training loop changes it)."""
+    digest = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

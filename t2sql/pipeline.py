@@ -196,11 +196,18 @@ def run_id_for(cfg: PipelineConfig, winner: dict[str, Any]) -> str:
     return f"{cfg.name}-{fingerprint(winner['key'], config_to_dict(cfg))[:10]}"
 
 
+def registry_for(cfg: PipelineConfig):
+    """The config's registry (:class:`t2sql.registry.Registry`): its root, and its MLflow tracking URI."""
+    from t2sql.registry import Registry
+
+    return Registry(registry_root(cfg), tracking_uri=cfg.registry.tracking_uri, model_name=cfg.registry.model_name)
+
+
 def champion_on_test(cfg: PipelineConfig, data: dict[str, Any]) -> dict[str, Any] | None:
     """The current champion evaluated on this run's test set, so the gate compares like with like."""
-    from t2sql.registry import Registry, RegistryError
+    from t2sql.registry import RegistryError
 
-    reg = Registry(registry_root(cfg))
+    reg = registry_for(cfg)
     champ_id = reg.champion()
     if champ_id is None:
         return None
@@ -215,23 +222,25 @@ def champion_on_test(cfg: PipelineConfig, data: dict[str, Any]) -> dict[str, Any
 
 
 def register_run(cfg: PipelineConfig, winner: dict[str, Any], summary: dict[str, Any], run_id: str,
-                 champion: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the run directory, register it, and apply the champion gate.
+                 champion: dict[str, Any] | None = None, data_fingerprint: str | None = None) -> dict[str, Any]:
+    """Write the run directory, register it (an MLflow run and model version), and apply the champion gate.
 
     Args:
         champion: the champion's metrics on the same test set (from :func:`champion_on_test`);
             without it the champion's registered metrics are used.
+        data_fingerprint: the prepared data's fingerprint, recorded with the run.
 
     Returns:
-        {"run_id", "run_dir", "promoted", "reason"}.
+        {"run_id", "run_dir", "promoted", "reason", "version"}.
     """
-    from t2sql.registry import Registry, gate
+    from t2sql.io import library_fingerprint
+    from t2sql.registry import gate
     from t2sql.report import write_report
 
-    reg = Registry(registry_root(cfg))
+    reg = registry_for(cfg)
     run_dir = reg.new_run_dir(run_id)
     result_file = run_dir / "registration.json"
-    if result_file.is_file() and run_id in reg.read_index()["runs"]:
+    if result_file.is_file() and reg.is_registered(run_id):
         return json.loads(result_file.read_text())
     model_dst = run_dir / "model"
     if not model_dst.is_dir():
@@ -261,15 +270,18 @@ def register_run(cfg: PipelineConfig, winner: dict[str, Any], summary: dict[str,
                            "reason": reason}
     summary["predictions_path"] = str(run_dir / "predictions.jsonl")
     write_report(run_dir, summary)
-    reg.register(run_id, metrics=metrics, info={"technique": winner["technique"], "config_name": cfg.name,
-                                                "base_model": cfg.model.base_model})
+    entry = reg.register(run_id, metrics=metrics, config=config_to_dict(cfg), summary=summary,
+                         info={"technique": winner["technique"], "config_name": cfg.name,
+                               "base_model": cfg.model.base_model},
+                         tags={"data_fingerprint": data_fingerprint or "", "library_digest": library_fingerprint()})
     if champ_id == run_id:
         promote, reason = True, "already the champion"
     elif promote:
         reg.promote(run_id, reason=reason)
     else:
         reg.record_decision(run_id, promoted=False, reason=reason)
-    out = {"run_id": run_id, "run_dir": str(run_dir.resolve()), "promoted": promote, "reason": reason}
+    out = {"run_id": run_id, "run_dir": str(run_dir.resolve()), "promoted": promote, "reason": reason,
+           "version": entry["version"]}
     atomic_write_json(result_file, out)
     return out
 

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from datetime import timedelta
-from pathlib import Path
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
-import t2sql
-
-
-@functools.lru_cache(maxsize=1)
-def library_fingerprint() -> str:
-    """A digest of the ``t2sql`` package's source: a new prompt format or training loop is a cache miss."""
-    digest = hashlib.sha256()
-    root = Path(t2sql.__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+from t2sql.io import library_fingerprint
 
 
 def _library_key(context, parameters) -> str:

@@ -14,9 +14,9 @@ from t2sql.config import load_config
 
 @task(name="register", retries=2, retry_delay_seconds=[2, 10])
 def register(config: dict[str, Any], winner: dict[str, Any], summary: dict[str, Any], run_id: str,
-             champion: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the run directory and report, register the run and apply the champion gate."""
-    return pipeline.register_run(load_config(raw=config), winner, summary, run_id, champion)
+             champion: dict[str, Any] | None = None, data_fingerprint: str | None = None) -> dict[str, Any]:
+    """Write the run directory and report, register the run in MLflow and apply the champion gate."""
+    return pipeline.register_run(load_config(raw=config), winner, summary, run_id, champion, data_fingerprint)
 
 
 @task(name="publish-artifacts")

@@ -25,7 +25,7 @@ METRICS = [  # (key, label, format)
 SERVED_SUFFIXES = {".html", ".png", ".svg", ".jpg", ".jpeg", ".css", ".md", ".json", ".yaml", ".yml", ".csv", ".txt"}
 REPORT_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'none'; "
               "frame-ancestors 'self'")
-_HIDDEN_INFO = {"run_id", "path", "metrics", "registered_at"}
+_HIDDEN_INFO = {"run_id", "path", "metrics", "registered_at", "mlflow_run_id", "source"}
 
 
 def registry() -> Registry:
@@ -48,23 +48,22 @@ def _info(entry: dict) -> dict:
 def index():
     reg = registry()
     try:
-        runs = reg.runs()
-        index_data = reg.read_index()
+        runs, champion, decisions = reg.runs(), reg.champion(), reg.decisions()
     except RegistryError as exc:
         flash(str(exc), "error")
-        runs, index_data = [], {"champion": None, "decisions": []}
+        runs, champion, decisions = [], None, []
     for run in runs:
         run["info"] = _info(run)
-        run["has_report"] = (reg.root / run["run_id"] / "report.html").is_file()
-    decisions = list(reversed(index_data.get("decisions", [])))[:15]
-    return render_template("models/index.html", runs=runs, champion=index_data.get("champion"), metrics=METRICS,
+        run["has_report"] = (reg.run_dir(run["run_id"]) / "report.html").is_file()
+    decisions = list(reversed(decisions))[:15]
+    return render_template("models/index.html", runs=runs, champion=champion, metrics=METRICS,
                            decisions=decisions, registry_root=str(reg.root))
 
 
 @bp.route("/<run_id>")
 def detail(run_id: str):
     entry = _run_or_404(run_id)
-    run_dir = registry().root / run_id
+    run_dir = registry().run_dir(run_id)
     config_text = None
     if (run_dir / "config.yaml").is_file():
         config_text = (run_dir / "config.yaml").read_text(errors="replace")[:20000]
@@ -83,7 +82,7 @@ def run_file(run_id: str, name: str):
     _run_or_404(run_id)
     if Path(name).suffix.lower() not in SERVED_SUFFIXES or Path(name).parts[:1] == ("model",):
         abort(404, description=f"{name} is not a report file")
-    response = send_from_directory(registry().root / run_id, name)
+    response = send_from_directory(registry().run_dir(run_id), name)
     if name.endswith(".html"):
         response.headers["Content-Security-Policy"] = REPORT_CSP
     return response

@@ -137,8 +137,9 @@ def make_registry(root: str | Path, runs: dict[str, dict] | None = None, champio
     src = tiny_model_dir() if with_model else None
     for run_id, metrics in runs.items():
         run_dir = reg.new_run_dir(run_id)
-        if src is None:
+        if src is None:  # a model directory without weights, for a factory that never reads it
             (run_dir / "model").mkdir(exist_ok=True)
+            (run_dir / "model" / "config.json").write_text("{}")
         elif not (run_dir / "model").exists():
             shutil.copytree(src, run_dir / "model")
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -162,6 +162,7 @@ class TranslatorPool:
         self.max_models = max(1, max_models)
         self._lock = threading.Lock()
         self._signature: Any = object()
+        self._checked: tuple[float, Any] | None = None
         self._choice: ModelChoice | None = None
         self._error: str | None = None
         self._models: OrderedDict[str, SupportsTranslateOne] = OrderedDict()
@@ -175,20 +176,33 @@ class TranslatorPool:
 
         return Translator(model_dir, num_threads=self.threads, max_new_tokens=self.max_new_tokens)
 
-    def _index_signature(self) -> tuple[int, int, int] | None:
+    #: Seconds between two looks at the registry for a new champion.
+    CHECK_EVERY_S = 1.0
+
+    def _index_signature(self) -> Any:
+        """(champion version, number of versions) of the registry, looked up at most once a second."""
+        now = time.monotonic()
+        with self._lock:
+            if self._checked is not None and now - self._checked[0] < self.CHECK_EVERY_S:
+                return self._checked[1]
         try:
-            st = os.stat(self.registry.index_path)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size, st.st_ino
+            sig = self.registry.signature()
+        except Exception as exc:  # noqa: BLE001 - an unreachable tracking server: answer from the model in hand
+            sig = ("unreadable", str(exc)[:200])
+        with self._lock:
+            self._checked = (now, sig)
+        return sig
 
     def _resolve(self) -> ModelChoice:
         try:
             model_dir = self.registry.resolve(self.model_ref)
         except RegistryError as exc:
             raise ModelUnavailable(str(exc)) from None
+        ref = self.model_ref[4:] if self.model_ref.startswith("run:") else self.model_ref
         if self.model_ref in ("champion", "run:champion"):
             label = self.registry.champion() or model_dir.parent.name
+        elif not Path(ref).is_dir():
+            label = ref  # a registered run id
         elif model_dir.name == "model":
             label = model_dir.parent.name
         else:

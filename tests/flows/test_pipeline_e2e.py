@@ -55,6 +55,48 @@ def test_registry_has_champion(flow_run):
     assert reg.get(result["run_id"])["technique"] == "full"
 
 
+def test_mlflow_holds_the_run_its_metrics_artifacts_version_and_alias(flow_run):
+    from mlflow import MlflowClient
+
+    tmp, _, result = flow_run
+    uri = f"sqlite:///{(tmp / 'runs' / 'mlflow.db').resolve()}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = client.get_model_version_by_alias("t2sql", "champion")
+    assert version.tags["t2sql.run_id"] == result["run_id"] and str(version.version) == result["version"]
+    assert "no champion yet" in version.tags["gate_reason"]
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["execution_accuracy"] == pytest.approx(result["metrics"]["execution_accuracy"])
+    assert run.data.metrics["latency_ms_p50"] > 0
+    assert run.data.params["train.learning_rate"] == "0.003" and run.data.params["name"] == "tiny"
+    assert len(run.data.tags["data_fingerprint"]) == 16 and len(run.data.tags["library_digest"]) == 16
+    curve = client.get_metric_history(version.run_id, "curve.val_loss")
+    assert len(curve) >= 2 and [m.step for m in curve] == sorted(m.step for m in curve)
+    files = {f.path for f in client.list_artifacts(version.run_id)}
+    assert {"model", "report.html", "report.md", "metrics.json", "config.yaml", "plots"} <= files
+    assert "model/config.json" in {f.path for f in client.list_artifacts(version.run_id, "model")}
+    children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{version.run_id}'")
+    assert [c.data.tags["t2sql.kind"] for c in children] == ["technique"]
+    assert children[0].data.metrics["execution_accuracy"] == pytest.approx(result["metrics"]["execution_accuracy"])
+
+
+def test_a_gate_refusal_leaves_the_alias_where_it_was(flow_run):
+    from mlflow import MlflowClient
+
+    from flows.pipeline import t2sql_pipeline
+
+    tmp, path, first = flow_run
+    uri = f"sqlite:///{(tmp / 'runs' / 'mlflow.db').resolve()}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    before = client.get_model_version_by_alias("t2sql", "champion")
+    refused = t2sql_pipeline(config_path=str(path), overrides=["train.learning_rate=0.004",
+                                                               "gate.min_accuracy_gain=1.0"])
+    assert not refused["promoted"] and "does not exceed the required 1.000" in refused["reason"]
+    after = client.get_model_version_by_alias("t2sql", "champion")
+    assert after.version == before.version
+    new = next(mv for mv in client.search_model_versions("name='t2sql'") if mv.tags["t2sql.run_id"] == refused["run_id"])
+    assert new.tags["gate_reason"] == refused["reason"]
+
+
 def test_unchanged_rerun_reuses_finished_work(flow_run):
     from flows.pipeline import t2sql_pipeline
 

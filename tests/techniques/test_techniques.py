@@ -362,7 +362,7 @@ def test_bitnet_ramp_reaches_one_by_the_end(tokenizer, base_state):
         ramps.append(technique.dump_state(model)["ramp"])
     assert ramps == [0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     assert technique.checkpoint_ready(model)
-    assert bitnet.ramp_value(cfg.replace(warmup_steps=50), 10, 10) == 1.0
+    assert bitnet.ramp_value(cfg.model_copy(update={"warmup_steps": 50}), 10, 10) == 1.0
 
 
 def test_bitnet_export_is_packed_and_small(tokenizer, base_state, tmp_path):
