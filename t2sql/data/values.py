@@ -42,16 +42,34 @@ def _key(text: str) -> str:
     return " ".join(_WORDS.findall(text.lower()))
 
 
+def index_values(triples) -> dict[str, list[tuple[str, str, str]]]:
+    """Lower-cased word key -> [(table, column, stored value)] from ``(table, column, value)`` triples.
+
+    Values that are too long, common words or numbers are left out; any database engine can feed this
+    (:mod:`t2sql.databases.introspect` does for servers).
+    """
+    index: dict[str, list[tuple[str, str, str]]] = {}
+    for table, column, value in triples:
+        if not isinstance(value, str) or not 2 <= len(value) <= MAX_VALUE_CHARS:
+            continue
+        key = _key(value)
+        words = key.split()
+        if not words or len(words) > MAX_VALUE_WORDS or key in _COMMON or key.isdigit():
+            continue
+        index.setdefault(key, []).append((table, column, value))
+    return index
+
+
 def _read_index(path: str) -> dict[str, list[tuple[str, str, str]]]:
     """Lower-cased word key -> [(table, column, stored value)] for the text values of every column."""
-    index: dict[str, list[tuple[str, str, str]]] = {}
+    triples: list[tuple[str, str, str]] = []
     conn = _connect_ro(path)
     try:
         try:
             tables = [r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
         except sqlite3.DatabaseError:
-            return index
+            return {}
         for table in tables:
             qt = quote_identifier(table)
             try:
@@ -60,14 +78,10 @@ def _read_index(path: str) -> dict[str, list[tuple[str, str, str]]]:
                 continue
             for column in columns:
                 for value in _distinct_values(conn, table, column, MAX_VALUES_PER_COLUMN, text_chars=MAX_VALUE_CHARS):
-                    key = _key(value)
-                    words = key.split()
-                    if not words or len(words) > MAX_VALUE_WORDS or key in _COMMON or key.isdigit():
-                        continue
-                    index.setdefault(key, []).append((table, column, value))
+                    triples.append((table, column, value))
     finally:
         conn.close()
-    return index
+    return index_values(triples)
 
 
 @functools.lru_cache(maxsize=32)
@@ -88,7 +102,12 @@ def question_values(db_path: str | os.PathLike[str], question: str, max_per_colu
     """
     path = Path(db_path).resolve()
     st = path.stat()
-    index = _index(str(path), st.st_mtime_ns, st.st_size)
+    return match_index(_index(str(path), st.st_mtime_ns, st.st_size), question, max_per_column)
+
+
+def match_index(index: dict[str, list[tuple[str, str, str]]], question: str, max_per_column: int = 2
+                ) -> dict[tuple[str, str], list[str]]:
+    """The values of ``index`` (from :func:`index_values`) that ``question`` names, per lower-case ``(table, column)``."""
     words = _WORDS.findall(question.lower())
     spans: list[tuple[int, int, str]] = []
     for n in range(min(MAX_VALUE_WORDS, len(words)), 0, -1):
