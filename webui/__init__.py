@@ -75,6 +75,8 @@ def _defaults(instance: Path) -> dict[str, Any]:
         "MODEL_CACHE_SIZE": 2,
         "DATABASE_DIRS": [str(PROJECT_ROOT / "data" / "spider_sample" / "database")],
         "UPLOAD_DIR": str(instance / "uploads"),
+        "CONNECTIONS_FILE": os.environ.get("T2SQL_CONNECTIONS") or str(instance / "connections.yaml"),
+        "DB_SECRETS_FILE": os.environ.get("T2SQL_DB_SECRETS"),
         "MONITORING_DB": str(instance / "monitoring.sqlite"),
         "SCENARIO_DIR": str(instance / "scenarios"),
         "MAX_CONTENT_LENGTH": 32 * 1024 * 1024,
@@ -144,7 +146,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from webui.translators import TranslatorPool
 
     store = MonitoringStore(app.config["MONITORING_DB"])
-    catalog = DatabaseCatalog(app.config["DATABASE_DIRS"], app.config["UPLOAD_DIR"])
+    catalog = DatabaseCatalog(app.config["DATABASE_DIRS"], app.config["UPLOAD_DIR"],
+                              connections_file=app.config["CONNECTIONS_FILE"],
+                              secrets_file=app.config["DB_SECRETS_FILE"],
+                              timeout_s=app.config["QUERY_TIMEOUT_S"], row_cap=app.config["ROW_CAP"])
     translators = TranslatorPool(
         app.config["REGISTRY_ROOT"], app.config["MODEL_REF"], factory=app.config["TRANSLATOR_FACTORY"],
         threads=app.config["TRANSLATOR_THREADS"], max_new_tokens=app.config["TRANSLATOR_MAX_NEW_TOKENS"],
@@ -158,7 +163,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     csrf.init_app(app)
 
-    from webui import api, ask, auth, models, monitoring, pipelines, review
+    from webui import api, ask, auth, connections, models, monitoring, pipelines, review
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(ask.bp)
@@ -166,6 +171,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pipelines.bp)
     app.register_blueprint(monitoring.bp)
     app.register_blueprint(review.bp)
+    app.register_blueprint(connections.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)
     app.add_url_rule("/", endpoint="index", view_func=ask.index)

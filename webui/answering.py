@@ -1,8 +1,12 @@
 """Answer a question end to end: pick the model, build the context, translate (or reuse a cached
 answer), run the SQL safely and log everything. The Ask page and the JSON API both call this.
 
-All SQL, generated or edited by a user, runs through :func:`t2sql.evaluation.execution.execute`
-on a read-only connection with the reads-only authorizer, a time limit and a row cap.
+All SQL, generated or edited by a user, on a registered database runs through
+:meth:`t2sql.databases.connections.Connection.execute`: t2sql's statement guard, then the engine's
+read-only session (SQLite: read-only file and the reads-only authorizer), a time limit and a row cap.
+The model writes SQLite-style SQL; on PostgreSQL, MySQL/MariaDB and DuckDB it is rewritten into the
+database's dialect before it runs, and that is the SQL shown, logged and edited. Pasted schemas run
+on an in-memory SQLite database through :func:`t2sql.evaluation.execution.execute`.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from typing import Any
 
 from flask import current_app
 
-from t2sql.data.values import with_question_values
+from t2sql.databases import introspect
+from t2sql.databases.connections import ConnectionConfigError
+from t2sql.databases.dialects import to_dialect
 from t2sql.evaluation.categories import categorize
-from t2sql.evaluation.execution import ExecResult, connect_readonly, connect_schema, execute
+from t2sql.evaluation.execution import ExecResult, connect_schema, execute
 from webui.databases import Database, DatabaseCatalog, SchemaError, check_schema, schema_hash
 from webui.store import MonitoringStore
 from webui.translators import ModelChoice, ModelUnavailable, TranslatorPool
@@ -130,9 +136,12 @@ class AnswerService:
         """The CREATE TABLE text the model reads for ``target``, written as the model was trained."""
         if target.db is None:
             return target.schema_text or ""
-        if choice is None:
-            return self.catalog.schema(target.db)
-        return self.catalog.schema(target.db, with_types=choice.with_types, sample_values=choice.sample_values)
+        try:
+            if choice is None:
+                return self.catalog.schema(target.db)
+            return self.catalog.schema(target.db, with_types=choice.with_types, sample_values=choice.sample_values)
+        except (ConnectionConfigError, RuntimeError, OSError) as exc:
+            raise TargetError(f"the database {target.label!r} cannot be read: {exc}") from None
 
     # -- running SQL ---------------------------------------------------------------------------
     def run_sql(self, target: Target, sql: str, row_cap: int | None = None) -> ExecResult:
@@ -146,15 +155,35 @@ class AnswerService:
         cap = row_cap or self.row_cap
         if target.db is not None:
             try:
-                conn = connect_readonly(target.db.path)
-            except (FileNotFoundError, OSError) as exc:
+                db_conn = self.catalog.connection(target.db)
+            except (ConnectionConfigError, FileNotFoundError, OSError) as exc:
                 return ExecResult(ok=False, error=str(exc), error_kind="runtime")
-        else:
-            conn = connect_schema(target.schema_text or "")  # checked by check_schema when it was pasted
+            return db_conn.execute(sql, timeout_s=self.timeout_s, row_cap=cap)
+        conn = connect_schema(target.schema_text or "")  # checked by check_schema when it was pasted
         try:
             return execute(conn, sql, timeout_s=self.timeout_s, row_cap=cap)
         finally:
             conn.close()
+
+    def dialect(self, target: Target) -> str:
+        """The SQL dialect of the target's database (``sqlite`` for files and pasted schemas)."""
+        if target.db is None or target.db.spec is None:
+            return "sqlite"
+        try:
+            return self.catalog.connection(target.db).dialect
+        except ConnectionConfigError:
+            return "sqlite"
+
+    def in_dialect(self, target: Target, sql: str) -> str:
+        """The model's SQLite-style SQL rewritten for the target's engine (unchanged for SQLite)."""
+        dialect = self.dialect(target)
+        if dialect == "sqlite" or not sql:
+            return sql
+        try:
+            conn = self.catalog.connection(target.db)
+            return to_dialect(sql, dialect, introspect.stored_names(conn))
+        except (ConnectionConfigError, RuntimeError):
+            return sql
 
     def remember_result(self, qid: int, sql: str, result: ExecResult) -> None:
         with self._lock:
@@ -193,7 +222,7 @@ class AnswerService:
         choice = self.translators.current()
         context = self.context(target, choice)
         if choice is not None and choice.question_values and target.db is not None:
-            context = with_question_values(question, context, target.db.path)
+            context = introspect.with_question_values(question, context, self.catalog.connection(target.db))
         digest = schema_hash(context)
         t0 = time.perf_counter()
         hit = self.store.cache_get(choice.label, digest, question) if self.use_cache else None
@@ -216,6 +245,7 @@ class AnswerService:
         if model_error:
             result = ExecResult(ok=False, error=model_error, error_kind="model_error")
         else:
+            sql = self.in_dialect(target, sql)
             result = self.run_sql(target, sql, row_cap)
         if result.ok:
             category = None

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from typing import Literal
+
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from t2sql.databases.charts import chart_kind, chart_svg, result_csv
 
 from webui.answering import MAX_QUESTION_CHARS, MAX_SQL_CHARS, ModelUnavailable, TargetError, cell, service
 
@@ -47,6 +51,7 @@ class TranslateResponse(BaseModel):
     database: str
     executes: bool = Field(description="Whether the SQL ran without error on the database (or empty schema).")
     error: str | None = None
+    dialect: str = Field(default="sqlite", description="SQL dialect of `sql` (the database's engine).")
 
 
 class QueryRequest(BaseModel):
@@ -54,8 +59,10 @@ class QueryRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS)
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS, description="One reading query in the database's dialect.")
     database: str = Field(min_length=1, max_length=200)
+    format: Literal["json", "csv", "svg"] = Field(
+        default="json", description="json: rows; csv: a CSV download; svg: the result's chart (422 when none fits).")
 
 
 class QueryResponse(BaseModel):
@@ -63,6 +70,7 @@ class QueryResponse(BaseModel):
     rows: list[list[Any]]
     truncated: bool = Field(description="More rows exist than the row cap.")
     elapsed_ms: float
+    chart: str | None = Field(default=None, description="The chart that fits the result: bar, line or null.")
 
 
 class ErrorResponse(BaseModel):
@@ -116,6 +124,7 @@ def translate():
     return jsonify(TranslateResponse(
         id=answer.id, sql=answer.sql, latency_ms=round(answer.latency_ms, 3), model=answer.model, cached=answer.cached,
         database=answer.database, executes=bool(res and res.ok), error=res.error if res else None,
+        dialect=svc.dialect(target),
     ).model_dump())
 
 
@@ -132,13 +141,24 @@ def query():
     res = svc.run_sql(target, body.sql)
     if not res.ok:
         return _error(400, res.error or "the query failed", error_kind=res.error_kind)
-    return jsonify(columns=res.columns, rows=[[cell(v) for v in r] for r in res.rows], truncated=res.truncated,
-                   elapsed_ms=round(res.elapsed_ms, 3))
+    rows = [[cell(v) for v in r] for r in res.rows]
+    if body.format == "csv":
+        return Response(result_csv(res.columns, rows), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{target.label}.csv"'})
+    if body.format == "svg":
+        svg = chart_svg(res.columns, rows)
+        if svg is None:
+            return _error(422, "no chart fits this result: a chart needs two columns, a category or a date/time "
+                               "and a number, and at least two rows")
+        return Response(svg, mimetype="image/svg+xml")
+    return jsonify(columns=res.columns, rows=rows, truncated=res.truncated, elapsed_ms=round(res.elapsed_ms, 3),
+                   chart=chart_kind(res.columns, rows))
 
 
 @bp.route("/databases")
 def databases():
-    return jsonify(databases=[{"name": d.name, "uploaded": d.uploaded} for d in service().catalog.list()])
+    return jsonify(databases=[{"name": d.name, "uploaded": d.uploaded, "engine": d.engine}
+                              for d in service().catalog.list()])
 
 
 @bp.route("/model")
@@ -182,7 +202,13 @@ def openapi_document() -> dict[str, Any]:
             "/api/query": {"post": {
                 "summary": "Run SQL read-only on a registered database", "operationId": "query",
                 "requestBody": body("QueryRequest"),
-                "responses": {"200": resp("QueryResponse", "The rows (at most the row cap)"), **errors}}},
+                "responses": {"200": {"description": "The rows (at most the row cap); with format csv a CSV file, "
+                                                     "with format svg the chart",
+                                      "content": {"application/json": {"schema": {"$ref": ref.format(
+                                          model="QueryResponse")}},
+                                                  "text/csv": {"schema": {"type": "string"}},
+                                                  "image/svg+xml": {"schema": {"type": "string"}}}},
+                              **errors}}},
             "/api/databases": {"get": {
                 "summary": "Registered databases", "operationId": "databases",
                 "responses": {"200": {"description": "Names", "content": {"application/json": {"schema": {

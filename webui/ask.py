@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from markupsafe import Markup
+
+from t2sql.databases.charts import chart_svg, result_csv
 
 from webui.answering import MAX_SQL_CHARS, SCHEMA_PREFIX, ModelUnavailable, TargetError, cell, service
 from webui.databases import UploadError
@@ -101,18 +104,48 @@ def result(qid: int):
             choice = svc.translators.current()
         except ModelUnavailable:
             choice = None
-        context = svc.context(target, choice)
+        try:
+            context = svc.context(target, choice)
+        except TargetError as exc:
+            context = ""
+            flash(str(exc), "error")
     size = current_app.config["PAGE_SIZE"]
     rows, pages = [], 1
     if result_ is not None and result_.ok:
         pages = max(1, math.ceil(len(result_.rows) / size))
         page = min(page, pages)
         rows = [[cell(v) for v in r] for r in result_.rows[(page - 1) * size:page * size]]
+    chart = None
+    if result_ is not None and result_.ok:
+        svg = chart_svg(result_.columns, [[cell(v) for v in r] for r in result_.rows])
+        chart = Markup(svg) if svg else None  # built from escaped text, no scripts or external references
+    dialect = svc.dialect(target) if target is not None else "sqlite"
     return render_template(
-        "ask/result.html", entry=row, sql=sql, edited=edited, result=result_, rows=rows, page=page, pages=pages,
+        "ask/result.html", chart=chart, dialect=dialect, entry=row, sql=sql, edited=edited, result=result_, rows=rows,
+        page=page, pages=pages,
         page_size=size, context=context, schema_only=row["database"].startswith(SCHEMA_PREFIX),
         row_cap=current_app.config["ROW_CAP"], timeout_s=current_app.config["QUERY_TIMEOUT_S"],
     )
+
+
+@bp.route("/<int:qid>/result.csv")
+def result_csv_download(qid: int):
+    """The rows of a question's SQL (or of ``?sql=``, run through the same guard) as a CSV download."""
+    svc = service()
+    row = _entry_or_404(qid)
+    sql = request.args.get("sql", row["sql"])
+    if len(sql) > MAX_SQL_CHARS:
+        abort(400, description=f"the SQL has {len(sql)} characters; at most {MAX_SQL_CHARS} run")
+    try:
+        target = svc.target(database=row["database"])
+    except TargetError as exc:
+        abort(404, description=str(exc))
+    res = svc.run_sql(target, sql)
+    if not res.ok:
+        abort(400, description=f"the query did not run ({res.error_kind}): {res.error}")
+    name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in row["database"])[:60]
+    return Response(result_csv(res.columns, [[cell(v) for v in r] for r in res.rows]), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}-{qid}.csv"'})
 
 
 @bp.route("/<int:qid>/run", methods=("POST",))

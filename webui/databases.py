@@ -1,4 +1,10 @@
-"""The databases questions can be asked about: SQLite files in configured folders and uploads.
+"""The databases questions can be asked about: SQLite files in configured folders, uploads, and
+connections by URL (PostgreSQL, MySQL/MariaDB, DuckDB, SQLite) that an admin configures.
+
+Connections live in a YAML file (``CONNECTIONS_FILE``, by default ``connections.yaml`` in the
+instance folder, edited on the Connections page or by hand): a name, a URL without password and
+where the password comes from (``password_env``: an environment variable; ``password_secret``: a key
+of the secrets file ``T2SQL_DB_SECRETS``). Pages and API answers only ever show masked URLs.
 
 A database is named after its file (``concert_singer.sqlite`` -> ``concert_singer``); Spider's
 layout (``database/<db_id>/<db_id>.sqlite``) and flat folders both work. Uploads are checked to
@@ -19,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from t2sql.data.schema import sqlite_create_tables
+from t2sql.databases import introspect
+from t2sql.databases.connections import (Connection, ConnectionConfigError, ConnectionSpec, check_spec,
+                                         load_connections, read_secrets, save_connections)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -36,11 +44,13 @@ class SchemaError(ValueError):
 
 @dataclass(frozen=True)
 class Database:
-    """One registered database."""
+    """One registered database: a SQLite file (``path``) or a configured connection (``spec``)."""
 
     name: str
-    path: Path
+    path: Path | None
     uploaded: bool
+    spec: ConnectionSpec | None = None
+    engine: str = "sqlite"
 
 
 def schema_hash(schema: str) -> str:
@@ -56,11 +66,95 @@ class DatabaseCatalog:
         upload_dir: where accepted uploads are stored.
     """
 
-    def __init__(self, dirs: list[str], upload_dir: str):
+    def __init__(self, dirs: list[str], upload_dir: str, connections_file: str | None = None,
+                 secrets_file: str | None = None, timeout_s: float = 5.0, row_cap: int = 1000):
         self.dirs = [Path(d) for d in dirs]
         self.upload_dir = Path(upload_dir)
+        self.connections_file = Path(connections_file) if connections_file else None
+        self.secrets_file = secrets_file
+        self.timeout_s = timeout_s
+        self.row_cap = row_cap
         self._schemas: dict[tuple, str] = {}
+        self._conns: dict[tuple, Connection] = {}
         self._lock = threading.Lock()
+
+    # -- connections by URL ---------------------------------------------------------------------
+    def specs(self) -> list[ConnectionSpec]:
+        """The configured connections (none without a connections file).
+
+        Raises:
+            ConnectionConfigError: the file is invalid (the entry and field are named).
+        """
+        return load_connections(self.connections_file) if self.connections_file else []
+
+    def add_connection(self, spec: ConnectionSpec, *, check: bool = True) -> Database:
+        """Add (or replace) a connection after checking that it opens and has tables.
+
+        Raises:
+            ConnectionConfigError: invalid, or the database cannot be read (message without password).
+        """
+        if self.connections_file is None:
+            raise ConnectionConfigError("no connections file is configured (CONNECTIONS_FILE)")
+        check_spec(spec)
+        taken = {d.name for d in self.list() if d.spec is None}
+        if spec.name in taken:
+            raise ConnectionConfigError(f"name {spec.name!r}: a database file of that name exists")
+        db = Database(spec.name, None, False, spec, _engine_of(spec))
+        if check:
+            conn = self._open(db)
+            try:
+                names = introspect.tables(conn) if conn.dialect != "sqlite" else [1]
+            except Exception as exc:  # noqa: BLE001 - any failure to read is the admin's to see, masked
+                conn.close()
+                raise ConnectionConfigError(f"connection {spec.name!r} ({conn.masked_url}) does not open: "
+                                            f"{conn.scrub(str(exc))}") from None
+            if not names:
+                raise ConnectionConfigError(f"connection {spec.name!r} ({conn.masked_url}) has no tables")
+        with self._lock:
+            specs = [s for s in self.specs() if s.name != spec.name] + [spec]
+            save_connections(self.connections_file, specs)
+            self._drop(spec.name)
+        return db
+
+    def remove_connection(self, name: str) -> bool:
+        """Remove a configured connection; False when there is none of that name."""
+        if self.connections_file is None:
+            return False
+        with self._lock:
+            specs = self.specs()
+            kept = [s for s in specs if s.name != name]
+            if len(kept) == len(specs):
+                return False
+            save_connections(self.connections_file, kept)
+            self._drop(name)
+        return True
+
+    def _drop(self, name: str) -> None:
+        for key in [k for k in self._conns if k[0] == name]:
+            self._conns.pop(key).close()
+
+    def _open(self, db: Database) -> Connection:
+        if db.spec is None:
+            return Connection(str(db.path), name=db.name, timeout_s=self.timeout_s, row_cap=self.row_cap)
+        password = db.spec.password(read_secrets(self.secrets_file) if db.spec.password_secret else None)
+        return Connection(db.spec.url, name=db.name, password=password, timeout_s=self.timeout_s,
+                          row_cap=self.row_cap)
+
+    def connection(self, db: Database) -> Connection:
+        """The open :class:`Connection` of a database (one per database and configuration, reused).
+
+        Raises:
+            ConnectionConfigError: the connection's URL or password is unusable (message masked).
+        """
+        key = (db.name, str(db.path), db.spec)
+        with self._lock:
+            conn = self._conns.get(key)
+        if conn is not None:
+            return conn
+        conn = self._open(db)
+        with self._lock:
+            self._conns.setdefault(key, conn)
+            return self._conns[key]
 
     @staticmethod
     def _scan(folder: Path) -> list[Path]:
@@ -82,6 +176,12 @@ class DatabaseCatalog:
                 seen.setdefault(path.stem, Database(path.stem, path.resolve(), False))
         for path in self._scan(self.upload_dir):
             seen.setdefault(path.stem, Database(path.stem, path.resolve(), True))
+        try:
+            specs = self.specs()
+        except ConnectionConfigError:
+            specs = []  # an invalid file is reported on the Connections page
+        for spec in specs:
+            seen.setdefault(spec.name, Database(spec.name, None, False, spec, _engine_of(spec)))
         return list(seen.values())
 
     def get(self, name: str) -> Database | None:
@@ -92,13 +192,18 @@ class DatabaseCatalog:
         return None
 
     def schema(self, db: Database, *, with_types: bool = True, sample_values: int = 0) -> str:
-        """CREATE TABLE statements of a database, as the model saw them in training (cached per file version)."""
+        """CREATE TABLE statements of a database, as the model saw them in training (cached per file version).
+
+        Connections by URL are read through :func:`t2sql.databases.introspect.create_tables` (cached per connection).
+        """
+        if db.spec is not None:
+            return introspect.create_tables(self.connection(db), sample_values=sample_values, with_types=with_types)
         st = db.path.stat()
         key = (str(db.path), st.st_mtime_ns, st.st_size, with_types, sample_values)
         with self._lock:
             if key in self._schemas:
                 return self._schemas[key]
-        text = sqlite_create_tables(db.path, sample_values=sample_values, with_types=with_types)
+        text = introspect.sqlite_create_tables(db.path, sample_values=sample_values, with_types=with_types)
         with self._lock:
             self._schemas[key] = text
         return text
@@ -148,6 +253,18 @@ class DatabaseCatalog:
             if tmp.exists():
                 tmp.unlink()
         return Database(name, final.resolve(), True)
+
+
+def _engine_of(spec: ConnectionSpec) -> str:
+    from t2sql.databases.dialects import sqlglot_dialect
+
+    url = spec.url
+    if "://" not in url:
+        return "duckdb" if url.lower().endswith((".duckdb", ".ddb")) else "sqlite"
+    try:
+        return sqlglot_dialect(url.split("://", 1)[0])
+    except ValueError:
+        return "unknown"
 
 
 def _check_sqlite(path: Path) -> list[str]:

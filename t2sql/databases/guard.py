@@ -193,7 +193,8 @@ def check_statement(sql: str, dialect: str = "sqlite", *, database: str | None =
     try:
         trees = [t for t in sqlglot.parse(text, read=dialect) if t is not None]
     except sqlglot.errors.SqlglotError as exc:
-        raise GuardError(f"the SQL does not parse: {str(exc).splitlines()[0][:300]}", kind="syntax") from None
+        raise GuardError(f"syntax error: the SQL does not parse ({str(exc).splitlines()[0][:300]})",
+                         kind="syntax") from None
     except RecursionError:
         raise GuardError("the SQL is nested too deeply to be checked", kind="syntax") from None
     if len(trees) != 1:

@@ -3,12 +3,15 @@
 Everything that executes generated or user-edited SQL (evaluation, ``t2sql ask``, the web GUI)
 goes through :func:`execute`. The database file is opened read-only through a URI, an
 authorizer refuses anything but reads (no ATTACH, PRAGMA, DDL or DML), a progress handler
-aborts queries past their time limit, and at most ``row_cap`` rows are fetched.
+aborts queries past their time limit, strings and blobs are capped at :data:`MAX_VALUE_BYTES`,
+and at most ``row_cap`` rows are fetched. Other engines (PostgreSQL, MySQL/MariaDB, DuckDB) and
+the statement guard are in :mod:`t2sql.databases`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -22,6 +25,31 @@ _ALLOWED = {
     sqlite3.SQLITE_FUNCTION,
     getattr(sqlite3, "SQLITE_RECURSIVE", 33),
 }
+
+
+#: Longest string or blob a query may build (SQLITE_LIMIT_LENGTH): ``printf('%.*c', 900000000, 'x')`` cannot
+#: grow the process by gigabytes inside one function call, where the time limit cannot reach.
+MAX_VALUE_BYTES = 10 * 1024 * 1024
+
+
+_SIZED_CALL = re.compile(r"\b(printf|format|zeroblob|randomblob|replace|substr|char)\s*\(", re.IGNORECASE)
+_BIG_NUMBER = re.compile(r"(?<![\w.])\d{8,}")
+
+
+def oversized_call(sql: str) -> bool:
+    """True when ``sql`` calls a string-building function next to a literal of 8 or more digits.
+
+    SQLite's printf pads in a loop that neither the time limit nor the length cap stops early
+    (``printf('%.*c', 900000000, 'x')`` ran 10 s against a 0.5 s limit); such text is refused before it runs.
+    """
+    return bool(_SIZED_CALL.search(sql)) and bool(_BIG_NUMBER.search(sql))
+
+
+def limit_sizes(conn: sqlite3.Connection, max_bytes: int = MAX_VALUE_BYTES) -> sqlite3.Connection:
+    """Cap the strings and blobs ``conn`` can build at ``max_bytes`` (SQLite's ``SQLITE_LIMIT_LENGTH``)."""
+    if hasattr(conn, "setlimit"):
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max_bytes)
+    return conn
 
 
 def _authorizer(action: int, arg1, arg2, dbname, source) -> int:
@@ -59,7 +87,7 @@ def connect_readonly(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False)
     conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
     conn.set_authorizer(_authorizer)
-    return conn
+    return limit_sizes(conn)
 
 
 def connect_schema(context: str) -> sqlite3.Connection:
@@ -71,7 +99,7 @@ def connect_schema(context: str) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", check_same_thread=False)
     conn.executescript(context)
     conn.set_authorizer(_authorizer)
-    return conn
+    return limit_sizes(conn)
 
 
 def lock_reads_only(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -106,6 +134,9 @@ def execute(conn_or_path: sqlite3.Connection | str | os.PathLike[str], sql: str,
     Returns:
         An :class:`ExecResult`; failures are reported in it, never raised.
     """
+    if oversized_call(sql):
+        return ExecResult(ok=False, error=f"a string of that size is refused: strings and blobs are capped at "
+                                          f"{MAX_VALUE_BYTES} bytes", error_kind="denied")
     own = not isinstance(conn_or_path, sqlite3.Connection)
     try:
         conn = connect_readonly(conn_or_path) if own else conn_or_path
