@@ -94,3 +94,35 @@ def pytest_sessionfinish(session, exitstatus):
     import logging
 
     logging.raiseExceptions = False
+
+
+def _server(kind: str):
+    """Start a temporary local database server once per session; skip only where it is not installed.
+
+    With ``CI=true`` a missing server fails the tests instead: CI installs both (see ``.ci/run``).
+    """
+    from t2sql.databases.servers import ServerUnavailable, TemporaryMariaDB, TemporaryPostgres
+
+    cls = {"postgres": TemporaryPostgres, "mariadb": TemporaryMariaDB}[kind]
+    try:
+        return cls().start()
+    except ServerUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{kind} is required in CI: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server on 127.0.0.1 for the session (``t2sql.databases.servers.TemporaryPostgres``)."""
+    srv = _server("postgres")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server():
+    """A MariaDB server on 127.0.0.1 for the session (``t2sql.databases.servers.TemporaryMariaDB``)."""
+    srv = _server("mariadb")
+    yield srv
+    srv.stop()

@@ -54,8 +54,9 @@ DENIED_FUNCTIONS = frozenset({
 #: Function name prefixes refused on every engine.
 DENIED_PREFIXES = ("pg_", "lo_", "dblink", "read_", "duckdb_", "sqlite_", "xml", "sys_", "current_setting")
 #: Functions whose size argument must be a literal no larger than :data:`MAX_STRING_CHARS`.
-SIZED_FUNCTIONS = frozenset({"repeat", "lpad", "rpad", "space", "printf", "format", "replicate", "leftpad",
-                             "rightpad", "char", "repeat_row", "range", "generate_series"})
+SIZED_FUNCTIONS = frozenset({"repeat", "lpad", "rpad", "pad", "space", "printf", "format", "replicate", "leftpad",
+                             "rightpad", "repeat_row", "range", "generate_series", "exploding_generate_series",
+                             "number_to_str"})
 #: Schemas and databases outside the user's data.
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast", "mysql", "performance_schema", "sys",
                             "temp", "pg_temp", "system", "duckdb_catalog"})
@@ -97,7 +98,7 @@ def _literal_int(node: exp.Expression | None) -> int | None:
 def _check_sizes(func: exp.Func, name: str) -> None:
     args = [a for a in func.iter_expressions() if isinstance(a, exp.Expression)]
     numeric = [a for a in args if not (isinstance(a, exp.Literal) and a.is_string)]
-    if name in {"printf", "format"}:
+    if name in {"printf", "format", "number_to_str"}:
         numeric = [a for a in args[1:] if not (isinstance(a, exp.Literal) and a.is_string)]
         # the values printed may be columns; a literal width is what makes a huge string
         for a in numeric:
@@ -117,8 +118,9 @@ def _check_sizes(func: exp.Func, name: str) -> None:
         if value is not None and abs(value) > MAX_STRING_CHARS:
             raise GuardError(f"{name}() with a size of {value} is refused: strings and series are capped at "
                              f"{MAX_STRING_CHARS}")
-    if name in {"repeat", "space", "replicate", "lpad", "rpad", "range", "generate_series"}:
-        sizes = args[1:] if name not in {"space", "range", "generate_series"} else args
+    if name in {"repeat", "space", "replicate", "lpad", "rpad", "pad", "range", "generate_series",
+                "exploding_generate_series"}:
+        sizes = args[1:2] if name not in {"space", "range", "generate_series", "exploding_generate_series"} else args
         for a in sizes:
             if _literal_int(a) is None and not (isinstance(a, exp.Literal) and a.is_string):
                 raise GuardError(f"{name}() with a computed size is refused: sizes must be literal numbers "
