@@ -1,7 +1,7 @@
 """Whitespace and quoting normalisation of records, so the same query is always written the same way.
 
 Spider writes ``WHERE age  >  56`` and ``name = "Alice"``; WikiSQL-built answers write
-``name = 'Alice'``. After :func:`normalize_sql` both are ``... > 56`` and ``name = 'Alice'``.
+``name = 'Alice'``. After :func:`normalize_answer` both are ``... > 56`` and ``name = 'Alice'``.
 Text inside string literals is never changed.
 """
 
@@ -102,7 +102,7 @@ def _scan(sql: str) -> list[tuple[str, str]]:
     return pieces
 
 
-def normalize_sql(sql: str, context: str = "") -> str:
+def normalize_answer(sql: str, context: str = "") -> str:
     """Collapse whitespace outside string literals, drop a trailing ``;``, and write string values in
     single quotes.
 
@@ -141,5 +141,5 @@ def normalize_record(record: dict[str, Any]) -> dict[str, Any]:
     out = dict(record)
     out["question"] = normalize_text(record["question"])
     out["context"] = normalize_text(record["context"])
-    out["answer"] = normalize_sql(record["answer"], out["context"])
+    out["answer"] = normalize_answer(record["answer"], out["context"])
     return out

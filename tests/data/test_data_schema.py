@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from t2sql.data.normalize import context_identifiers, normalize_record, normalize_sql, normalize_text
+from t2sql.data.normalize import context_identifiers, normalize_record, normalize_answer, normalize_text
 from t2sql.data.schema import coarse_type, quote_identifier, spider_create_tables, sqlite_create_tables, tables_used
 from t2sql.evaluation.execution import connect_schema, execute
 
@@ -95,13 +95,13 @@ def test_tables_used():
         tables_used("DELETE FROM t")
 
 
-def test_normalize_sql_quotes_and_spaces():
+def test_normalize_answer_quotes_and_spaces():
     ctx = 'CREATE TABLE head (name TEXT, "Home Town" TEXT, age NUMBER /* 1, 2 */)'
     assert context_identifiers(ctx) == {"head", "name", "home town", "age"}
-    assert normalize_sql('SELECT name FROM head WHERE age  >  56 AND name = "Text"  ;', ctx) == \
+    assert normalize_answer('SELECT name FROM head WHERE age  >  56 AND name = "Text"  ;', ctx) == \
         "SELECT name FROM head WHERE age > 56 AND name = 'Text'"
     # a double-quoted name of the schema stays an identifier; spaces inside literals stay as they are
-    assert normalize_sql('SELECT "Home Town" FROM head WHERE name = \'A  ,  B\' OR name = "it\'s"', ctx) == \
+    assert normalize_answer('SELECT "Home Town" FROM head WHERE name = \'A  ,  B\' OR name = "it\'s"', ctx) == \
         'SELECT "Home Town" FROM head WHERE name = \'A  ,  B\' OR name = \'it\'\'s\''
     assert normalize_text("  How   many\n heads? ") == "How many heads?"
     rec = {"id": "x", "question": " a  b ", "context": ctx, "answer": 'SELECT age FROM head WHERE name = "Ann"',
