@@ -12,6 +12,7 @@ outputs and timings compare like for like.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -67,6 +68,9 @@ class Translator:
         per_channel: ONNX INT8 per-channel weight scales.
         spinning: let ONNX Runtime's idle threads spin (lower latency on an otherwise idle machine).
             PyTorch's OpenMP threads follow ``OMP_WAIT_POLICY``, read once when torch is loaded.
+        constrained: constrained decoding (:mod:`t2sql.inference.constrained`): each step keeps only
+            tokens that leave the output a valid query prefix over the question's own schema, and
+            ends only on a query that parses; greedy and beam search, every backend.
 
     Raises:
         ValueError: unknown backend or a model the backend cannot serve.
@@ -77,7 +81,7 @@ class Translator:
                  max_source_length: int = 512, device: str = "auto", execution_guided: bool = False,
                  guided_timeout_s: float = 2.0, db_resolver: Callable[[str, str], str | None] | None = None,
                  onnx_dir: str | os.PathLike[str] | None = None, int8_isa: str = "auto", per_channel: bool = True,
-                 spinning: bool = False, padding_slack: float | None = 0.5):
+                 spinning: bool = False, padding_slack: float | None = 0.5, constrained: bool = False):
         self.backend = canonical_backend(backend)
         if num_beams < 1 or max_new_tokens < 1 or batch_size < 1:
             raise ValueError(f"num_beams ({num_beams}), max_new_tokens ({max_new_tokens}) and batch_size "
@@ -93,6 +97,7 @@ class Translator:
         self.execution_guided = execution_guided
         self.guided_timeout_s = guided_timeout_s
         self.db_resolver = db_resolver
+        self.constrained = constrained
         self.threads = set_threads(num_threads)
         self.device = pick_device(device)
         options = BackendOptions(device=self.device, num_threads=self.threads, onnx_dir=onnx_dir, int8_isa=int8_isa,
@@ -101,10 +106,13 @@ class Translator:
         self.device = self.engine.device
         self.last_guided_stats: dict[str, int] | None = None
         self.guided_totals: dict[str, int] = {}
+        #: Constrained decoding, summed over calls: rows x steps checked, candidates checked, fallbacks.
+        self.constraint_totals: dict[str, int] = {}
 
     @classmethod
     def from_model(cls, model, tokenizer, prompt: PromptOptions | None = None, *, batch_size: int = 32,
-                   max_new_tokens: int = 128, max_source_length: int = 512, num_beams: int = 1) -> "Translator":
+                   max_new_tokens: int = 128, max_source_length: int = 512, num_beams: int = 1,
+                   constrained: bool = False) -> "Translator":
         """A translator over a model in memory, decoding exactly as a served one does.
 
         Validation during training and iterative refinement's scoring use it: the same inputs,
@@ -116,7 +124,7 @@ class Translator:
             model: a seq2seq model (possibly wrapped by a technique).
             tokenizer: its tokenizer.
             prompt: the prompt format it is trained with (None: the plain format).
-            batch_size, max_new_tokens, max_source_length, num_beams: decoding settings.
+            batch_size, max_new_tokens, max_source_length, num_beams, constrained: decoding settings.
         """
         from t2sql.inference.backends.torch_backend import TorchBackend
 
@@ -127,13 +135,14 @@ class Translator:
         self.num_beams, self.max_new_tokens, self.min_new_tokens = num_beams, max_new_tokens, 0
         self.batch_size, self.padding_slack, self.max_source_length = batch_size, 0.5, max_source_length
         self.execution_guided, self.guided_timeout_s, self.db_resolver = False, 2.0, None
+        self.constrained = constrained
         self.threads = torch.get_num_threads()
         self.device = next(model.parameters()).device
         self.engine = TorchBackend(model, tokenizer, self.device, None, 0,
                                    {"engine": "torch", "precision": "fp32", "device": str(self.device),
                                     "threads": self.threads}, in_training=True)
         self.tokenizer = tokenizer
-        self.last_guided_stats, self.guided_totals = None, {}
+        self.last_guided_stats, self.guided_totals, self.constraint_totals = None, {}, {}
         return self
 
     @classmethod
@@ -156,7 +165,8 @@ class Translator:
     def info(self) -> dict[str, Any]:
         """Backend, precision, device, threads and decoding settings, for reports."""
         return {**self.engine.info, "backend": self.backend, "num_beams": self.num_beams,
-                "batch_size": self.batch_size, "execution_guided": self.execution_guided}
+                "batch_size": self.batch_size, "execution_guided": self.execution_guided,
+                "constrained": self.constrained}
 
     def size_bytes(self) -> int:
         """Bytes of the weights as this backend serves them (files, or the quantized state in memory)."""
@@ -177,10 +187,17 @@ class Translator:
         return torch.from_numpy(ids), torch.from_numpy(mask)
 
     def generate_ids(self, sources: Sequence[str], num_return_sequences: int = 1,
-                     num_beams: int | None = None) -> list[list[list[int]]]:
+                     num_beams: int | None = None, schemas: Sequence[Any] | None = None) -> list[list[list[int]]]:
         """Generated token ids for each source, in input order, up to and including end-of-sequence.
 
         Sources are sorted by token length and generated ``batch_size`` at a time.
+
+        Args:
+            sources: model inputs.
+            num_return_sequences: sequences returned per source.
+            num_beams: beams (default: the translator's).
+            schemas: with constrained decoding, what each source's output may name
+                (:class:`t2sql.inference.constrained.RowSchema`); default: read from the sources.
 
         Returns:
             For each source, ``num_return_sequences`` id lists, best first.
@@ -189,13 +206,26 @@ class Translator:
         settings = GenerationSettings(num_beams=beams, num_return_sequences=num_return_sequences,
                                       max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
         encoded = self.encode(sources)
+        if self.constrained and schemas is None:
+            from t2sql.inference.constrained import RowSchema
+
+            schemas = [RowSchema.from_source(s, self.prompt) for s in sources]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[list[list[int]]] = [[] for _ in encoded]
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             for group in self._split(batch, [len(encoded[i]) for i in batch]):
                 ids, mask = self._pad([encoded[i] for i in group])
-                out = [self._trim(row) for row in self.engine.generate(ids, mask, settings).tolist()]
+                step = settings
+                if self.constrained:
+                    from t2sql.inference.constrained import SQLConstraint
+
+                    step = dataclasses.replace(settings, constraint=SQLConstraint(
+                        self.tokenizer, [schemas[i] for i in group], eos_token_id=self.engine.eos_token_id))
+                out = [self._trim(row) for row in self.engine.generate(ids, mask, step).tolist()]
+                if step.constraint is not None:
+                    for key, value in step.constraint.stats.items():
+                        self.constraint_totals[key] = self.constraint_totals.get(key, 0) + value
                 for j, i in enumerate(group):
                     results[i] = out[j * num_return_sequences:(j + 1) * num_return_sequences]
         return results
@@ -237,12 +267,21 @@ class Translator:
         if self.prompt is not None and self.prompt.reads_database:
             pairs = [self._with_values(k, pair, db_paths) for k, pair in enumerate(pairs)]
         sources = self.sources(pairs)
+        schemas = self._schemas(pairs, sources)
         if not self.execution_guided:
             beams = max(self.num_beams, num_candidates)
-            ids = self.generate_ids(sources, num_candidates, beams)
+            ids = self.generate_ids(sources, num_candidates, beams, schemas)
             texts = [[self._decode(c, p[0], p[1]) for c in cands] for p, cands in zip(pairs, ids)]
             return [t[0] for t in texts] if num_candidates == 1 else texts
-        return self._translate_guided(pairs, sources, num_candidates, db_paths)
+        return self._translate_guided(pairs, sources, num_candidates, db_paths, schemas)
+
+    def _schemas(self, pairs: Sequence[Pair], sources: list[str]) -> list[Any] | None:
+        """With constrained decoding, what each pair's output may name (from its question, context and input)."""
+        if not self.constrained:
+            return None
+        from t2sql.inference.constrained import RowSchema
+
+        return [RowSchema.for_pair(p[0], p[1], s, self.prompt) for p, s in zip(pairs, sources)]
 
     def _db_path(self, k: int, pair: Pair, db_paths: Sequence[str | None] | None) -> str | None:
         if db_paths is not None:
@@ -261,11 +300,12 @@ class Translator:
         return build_sources([(p[0], p[1]) for p in pairs], self.prompt)
 
     def _translate_guided(self, pairs: Sequence[Pair], sources: list[str], num_candidates: int,
-                          db_paths: Sequence[str | None] | None) -> list[str] | list[list[str]]:
+                          db_paths: Sequence[str | None] | None,
+                          schemas: list[Any] | None = None) -> list[str] | list[list[str]]:
         from t2sql.inference.execution_guided import ExecutionChecker, GuidedStats, pick_runnable
 
         beams = max(self.num_beams if self.num_beams > 1 else GUIDED_DEFAULT_BEAMS, num_candidates)
-        ids = self.generate_ids(sources, beams, beams)
+        ids = self.generate_ids(sources, beams, beams, schemas)
         checker, stats = ExecutionChecker(self.guided_timeout_s), GuidedStats()
         results: list = []
         try:

@@ -59,12 +59,17 @@ def canonical_backend(name: str) -> str:
 
 @dataclass
 class GenerationSettings:
-    """How tokens are chosen; the same for every backend."""
+    """How tokens are chosen; the same for every backend.
+
+    ``constraint`` (a :class:`t2sql.inference.constrained.SQLConstraint` for the batch's rows, or
+    None) restricts each step to tokens that keep the output a valid query prefix.
+    """
 
     num_beams: int = 1
     num_return_sequences: int = 1
     max_new_tokens: int = 128
     min_new_tokens: int = 0
+    constraint: Any = None
 
 
 @dataclass

@@ -163,7 +163,8 @@ class OnnxBackend:
         else:
             io.bind_ortvalue_input(name, value)
 
-    def _greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_new: int, min_new: int) -> np.ndarray:
+    def _greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_new: int, min_new: int,
+                constraint=None) -> np.ndarray:
         batch = input_ids.shape[0]
         outputs = self._first_step(input_ids, attention_mask)
         cross = {n.replace("present", "past_key_values"): v for n, v in outputs.items()
@@ -182,6 +183,8 @@ class OnnxBackend:
         for step in range(max_new):
             if step < min_new:
                 logits[:, self.eos_token_id] = -np.inf
+            if constraint is not None:
+                constraint.mask_numpy(logits, tokens[rows, :step].tolist(), rows)
             nxt = logits.argmax(-1)
             nxt[done] = self.pad_token_id
             tokens[rows, step] = nxt
@@ -246,9 +249,15 @@ class OnnxBackend:
         if settings.num_beams == 1 and settings.num_return_sequences == 1:
             ids = np.ascontiguousarray(input_ids.numpy(), dtype=np.int64)
             mask = np.ascontiguousarray(attention_mask.numpy(), dtype=np.int64)
-            return torch.from_numpy(self._greedy(ids, mask, settings.max_new_tokens, settings.min_new_tokens))
+            return torch.from_numpy(self._greedy(ids, mask, settings.max_new_tokens, settings.min_new_tokens,
+                                                 settings.constraint))
         from transformers.modeling_outputs import BaseModelOutput
 
+        extra = {}
+        if settings.constraint is not None:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList([settings.constraint.logits_processor(settings.num_beams)])
         hidden = self._encode(np.ascontiguousarray(input_ids.numpy(), dtype=np.int64),
                               np.ascontiguousarray(attention_mask.numpy(), dtype=np.int64))
         hidden = torch.from_numpy(hidden if isinstance(hidden, np.ndarray) else hidden.numpy())
@@ -258,7 +267,7 @@ class OnnxBackend:
                 encoder_outputs=BaseModelOutput(last_hidden_state=hidden), max_new_tokens=settings.max_new_tokens,
                 min_new_tokens=settings.min_new_tokens or None, num_beams=settings.num_beams,
                 num_return_sequences=settings.num_return_sequences, do_sample=False, use_cache=True,
-                early_stopping=settings.num_beams > 1)
+                early_stopping=settings.num_beams > 1, **extra)
         return out[:, 1:].cpu()
 
     def size_bytes(self) -> int:

@@ -89,6 +89,11 @@ class TorchBackend:
                  settings: GenerationSettings) -> torch.Tensor:
         """New tokens for a padded batch: (batch * num_return_sequences, new_len), start token dropped."""
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        extra = {}
+        if settings.constraint is not None:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList([settings.constraint.logits_processor(settings.num_beams)])
         grad_off = torch.no_grad() if self.in_training else torch.inference_mode()
         with grad_off, self._context():
             out = self.model.generate(
@@ -96,7 +101,7 @@ class TorchBackend:
                 encoder_outputs=self._encode(input_ids, attention_mask),
                 max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
                 num_beams=settings.num_beams, num_return_sequences=settings.num_return_sequences,
-                do_sample=False, use_cache=True, early_stopping=settings.num_beams > 1,
+                do_sample=False, use_cache=True, early_stopping=settings.num_beams > 1, **extra,
             )
         return out[:, 1:].cpu()
 

@@ -1,0 +1,856 @@
+"""Constrained decoding (PICARD-style): at each step only tokens that keep the output a prefix of a
+valid query over the prompt's own schema are allowed.
+
+    tr = Translator(model_dir, constrained=True)
+
+How a step is constrained, per row: the scores are sorted and candidates are checked best first,
+only until the needed number of valid tokens is found (1 for greedy, ``num_beams`` for beam search)
+or :data:`TOP_K` candidates have been looked at; the others are masked to ``-inf``. When none of the
+checked ones is valid, the row keeps its unconstrained best token, so decoding never dead-ends (and
+is unconstrained from there on: a prefix that is already invalid is not checked again).
+
+A candidate is checked on decoded text: the row's generated tokens and the candidate, each token
+written as its own piece of text (:func:`piece_texts`), are read by a small SQL lexer and an
+incremental grammar (:class:`PrefixChecker`):
+
+- known keywords, functions, operators and punctuation, in a valid order (operands and operators
+  alternate, clauses come in SQL's order per query level, ``GROUP``/``ORDER`` take ``BY``, ...),
+  parentheses balanced, quotes closed before the end;
+- only the schema items the row's prompt shows: the linked format's table and column numbers
+  (``t1``, ``c7``) of that row's input, or (plain format, and the linked format's targets written
+  with real names when a query could not be numbered) the table and column names of its context;
+- question-word pointers (``w5``) only within the question's length;
+- a last word still being written (``c`` of ``c12``, split by a tokenizer into pieces) only when it
+  is the beginning of an allowed word.
+
+End-of-sequence is allowed only when the whole output is a complete query that sqlglot parses and
+whose columns each belong to a table its query (or an enclosing one) reads, where that is decidable
+(no subquery in the FROM clause, qualifiers that resolve).
+
+:class:`SQLConstraint` holds what one batch needs (the tokenizer's piece texts and one
+:class:`RowSchema` per row); backends apply it with :meth:`SQLConstraint.mask_numpy` (ONNX's own
+greedy loop) or as a Hugging Face ``LogitsProcessor`` (:meth:`SQLConstraint.logits_processor`,
+greedy and beam search).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Candidates checked per row and step before falling back to the unconstrained best token.
+TOP_K = 16
+#: Subtracted from the score of a token kept only because no checked one was valid: in beam search a
+#: beam that leaves the grammar sinks below every valid one, yet decoding goes on if none is left.
+FALLBACK_PENALTY = 1e4
+#: Most parentheses open at once (Spider's deepest queries open 4).
+MAX_DEPTH = 8
+
+KEYWORDS = frozenset("""SELECT FROM WHERE GROUP BY HAVING ORDER LIMIT OFFSET JOIN ON AS AND OR NOT IN LIKE GLOB
+BETWEEN IS NULL DISTINCT ASC DESC UNION INTERSECT EXCEPT ALL EXISTS CASE WHEN THEN ELSE END LEFT RIGHT FULL
+INNER OUTER CROSS NATURAL USING TRUE FALSE COLLATE NOCASE""".split())
+FUNCTIONS = frozenset("""COUNT SUM AVG MIN MAX ABS LENGTH LOWER UPPER ROUND SUBSTR SUBSTRING STRFTIME DATE TIME
+DATETIME JULIANDAY CAST COALESCE IFNULL NULLIF INSTR REPLACE TRIM LTRIM RTRIM TOTAL GROUP_CONCAT IIF""".split())
+_CAST_TYPES = frozenset({"INTEGER", "INT", "REAL", "TEXT", "NUMERIC", "FLOAT"})
+_CLAUSE = {"SELECT": 1, "FROM": 2, "WHERE": 3, "GROUP": 4, "HAVING": 5, "ORDER": 6, "LIMIT": 7}
+
+_LEX = re.compile(r"""(?P<ws>[ ])|(?P<sq>'(?:[^']|'')*'?)|(?P<dq>"(?:[^"]|"")*"?)|(?P<bq>`[^`]*`?|\[[^\]]*\]?)
+    |(?P<num>\d+(?:\.\d*)?)|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<op><=|>=|<>|!=|==|\|\||[=<>+\-*/%!|])
+    |(?P<punct>[(),.;])""", re.VERBOSE)
+_POINTER = re.compile(r"w(\d+)$")
+_POINTER_LITERAL = re.compile(r"'\s+%?\s*(?:w\d*\s*)*%?\s*'?$")
+
+
+# -- what a row may name -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RowSchema:
+    """The schema items and question words one row's output may name.
+
+    Attributes:
+        tables: table words written as they must be (the linked format's ``t1``, ``t2``...).
+        columns: column words written as they must be (``c1``...).
+        table_names: table names, lower-cased (compared case-insensitively).
+        column_names: column names, lower-cased.
+        owners: column word (numbers as written, names lower-cased) -> the table words holding it.
+        n_words: question words a pointer ``w<k>`` may name (0: pointers are not allowed).
+        aliases: words usable as table aliases before their ``AS`` (``T1``.. in the linked format,
+            ``t1``/``T1``.. in the plain one), compared as written.
+        restrict_names: False when no schema could be read: identifiers are then not restricted.
+    """
+
+    tables: frozenset[str] = frozenset()
+    columns: frozenset[str] = frozenset()
+    table_names: frozenset[str] = frozenset()
+    column_names: frozenset[str] = frozenset()
+    owners: dict[str, frozenset[str]] = field(default_factory=dict)
+    n_words: int = 0
+    aliases: frozenset[str] = frozenset()
+    restrict_names: bool = True
+
+    @functools.cached_property
+    def vocabulary(self) -> list[tuple[str, str, bool]]:
+        """Every word this row may write (keywords, functions, items, pointers, aliases), as sorted
+        (lower-cased, as written, case matters) triples, for completing a word still being written.
+        Numbers (``t1``, ``c7``, ``w5``, alias ``T1``) must be written as they are; keywords and
+        real names in any case."""
+        exact = self.tables | self.columns | self.aliases | {f"w{i}" for i in range(1, self.n_words + 1)}
+        loose = set(KEYWORDS) | set(FUNCTIONS) | _CAST_TYPES | self.table_names | self.column_names
+        return sorted({(w.lower(), w, True) for w in exact} | {(w.lower(), w, False) for w in loose})
+
+    def categories(self, word: str) -> frozenset[str]:
+        """What ``word`` can be here: ``kw``, ``func``, ``table``, ``column``, ``pointer``, ``alias``."""
+        up, low = word.upper(), word.lower()
+        cats = set()
+        if up in KEYWORDS:
+            cats.add("kw")
+        if up in FUNCTIONS:
+            cats.add("func")
+        if up in _CAST_TYPES:
+            cats.add("type")
+        if word in self.tables or low in self.table_names or (not self.restrict_names and up not in KEYWORDS):
+            cats.add("table")
+        if word in self.columns or low in self.column_names or (not self.restrict_names and up not in KEYWORDS):
+            cats.add("column")
+        m = _POINTER.match(word)
+        if m and 1 <= int(m.group(1)) <= self.n_words:
+            cats.add("pointer")
+        if word in self.aliases:
+            cats.add("alias")
+        return frozenset(cats)
+
+    def completions(self, partial: str, limit: int = 64) -> list[str]:
+        """Allowed words that begin with ``partial`` (case-insensitively), at most ``limit``."""
+        low = partial.lower()
+        vocab = self.vocabulary
+        out = []
+        for i in range(bisect.bisect_left(vocab, (low, "", False)), len(vocab)):
+            key, word, exact = vocab[i]
+            if not key.startswith(low) or len(out) >= limit:
+                break
+            if exact and not word.startswith(partial):
+                continue
+            out.append(word if exact else partial + word[len(partial):])
+        return out
+
+    # -- building ---------------------------------------------------------------------------------
+    @staticmethod
+    def for_pair(question: str, context: str, source: str, prompt=None) -> "RowSchema":
+        """What the row of (``question``, ``context``) may name, its model input being ``source``.
+
+        The linked format with placeholders: the table and column numbers ``source`` shows, with the
+        tables that hold them, and the question's word count when it numbers question words; the
+        real names of ``context`` too (a target the format could not number is written with them).
+        The plain format: the names of ``context``.
+        """
+        return _for_pair(question or "", context or "", source or "", _prompt_key(prompt))
+
+    @staticmethod
+    def from_source(source: str, prompt=None) -> "RowSchema":
+        """What a row may name, read from its model input alone (no real names for the linked format)."""
+        return _for_pair("", "", source or "", _prompt_key(prompt))
+
+
+def _prompt_key(prompt) -> tuple[str, bool, bool]:
+    if prompt is None:
+        return ("plain", False, False)
+    options = prompt.options
+    return (prompt.format, bool(getattr(options, "placeholders", False)), bool(getattr(options, "value_pointers",
+                                                                                       False)))
+
+
+_SEGMENT = re.compile(r"(?:^|\s\|\s)(t\d+)\b(.*?)(?=\s\|\st\d+\b|$)")
+_SHOWN_COLUMN = re.compile(r"(?:\s:\s|\s,\s)(c\d+)\b")
+
+
+@functools.lru_cache(maxsize=4096)
+def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bool]) -> RowSchema:
+    from t2sql.linking.schema import parse_context
+
+    fmt, placeholders, pointers = key
+    if not context and fmt == "plain":
+        context = source.split(" schema: ", 1)[1] if " schema: " in source else ""
+    schema = parse_context(context) if context else None
+    table_names = frozenset(t.name.lower() for t in schema.tables) if schema else frozenset()
+    column_names = frozenset(c.name.lower() for t in schema.tables for c in t.columns) if schema else frozenset()
+    owners: dict[str, set[str]] = {}
+    if schema:
+        for t in schema.tables:
+            for c in t.columns:
+                owners.setdefault(c.name.lower(), set()).add(t.name.lower())
+    tables: set[str] = set()
+    columns: set[str] = set()
+    n_words = 0
+    if fmt == "linked" and placeholders:
+        cut = re.search(r"\s\|\s(?=t\d+\b)", source)
+        question_part, schema_part = (source[:cut.start()], source[cut.start():]) if cut else (source, "")
+        for m in _SEGMENT.finditer(schema_part):
+            tid = m.group(1)
+            tables.add(tid)
+            for cm in _SHOWN_COLUMN.finditer(m.group(2)):
+                columns.add(cm.group(1))
+                owners.setdefault(cm.group(1), set()).add(tid)
+        if pointers:
+            n_words = len(re.findall(r"(?:^|\s)w\d+\s", question_part + " "))
+        aliases = frozenset(f"T{i}" for i in range(1, 10))
+    else:
+        aliases = frozenset(x for i in range(1, 10) for x in (f"T{i}", f"t{i}"))
+    restrict = bool(tables or table_names)
+    return RowSchema(frozenset(tables), frozenset(columns), table_names, column_names,
+                     {k: frozenset(v) for k, v in owners.items()}, n_words, aliases, restrict)
+
+
+# -- the incremental grammar ---------------------------------------------------------------------
+
+@dataclass
+class _Level:
+    kind: str  # query (a SELECT), paren (grouping or a subquery not begun yet), func, in
+    clause: int = 0
+    has_from: bool = False
+
+
+@dataclass
+class _State:
+    levels: list[_Level] = field(default_factory=lambda: [_Level("query")])
+    exp: str = "start"
+    prev: str = ""  # the previous lexeme, upper-cased
+    prev_cats: frozenset[str] = frozenset()
+    prev_role: str = ""  # table: the previous word named a table in FROM/JOIN (an alias may follow)
+    declared: set[str] = field(default_factory=set)  # aliases given with AS (or after a table)
+    qualifiers: set[str] = field(default_factory=set)  # words written before a "."
+    read: set[str] = field(default_factory=set)  # tables named in FROM/JOIN
+    cases: int = 0  # CASE expressions open
+
+    def copy(self) -> "_State":
+        return _State([_Level(x.kind, x.clause, x.has_from) for x in self.levels], self.exp, self.prev,
+                      self.prev_cats, self.prev_role, set(self.declared), set(self.qualifiers), set(self.read),
+                      self.cases)
+
+
+def _closed(literal: str) -> bool:
+    """Whether a quoted literal is terminated (a doubled quote inside it is an escaped one)."""
+    q = literal[0]
+    return len(literal) >= 2 and re.fullmatch(f"{q}(?:[^{q}]|{q}{q})*{q}", literal) is not None
+
+
+def _lex(text: str) -> list[tuple[str, str]] | None:
+    """(kind, text) lexemes of ``text`` (whitespace as ``ws``), or None if a character is not SQL."""
+    out, pos = [], 0
+    while pos < len(text):
+        m = _LEX.match(text, pos)
+        if m is None:
+            return None
+        out.append((m.lastgroup, m.group(0)))
+        pos = m.end()
+    return out
+
+
+class PrefixChecker:
+    """Whether a text is the beginning (or, at the end, the whole) of a valid query over one row's schema.
+
+    Args:
+        row: what the row may name.
+    """
+
+    def __init__(self, row: RowSchema):
+        self.row = row
+        self._prefix_memo: dict[str, bool] = {}
+        self._complete_memo: dict[str, bool] = {}
+
+    # -- public ---------------------------------------------------------------------------------
+    def valid_prefix(self, text: str) -> bool:
+        """True when ``text`` can still be continued into a valid query (its last word may be unfinished)."""
+        got = self._prefix_memo.get(text)
+        if got is None:
+            got = self._check(text, final=False) is not None
+            if len(self._prefix_memo) > 50_000:
+                self._prefix_memo.clear()
+            self._prefix_memo[text] = got
+        return got
+
+    def valid_complete(self, text: str) -> bool:
+        """True when ``text`` is a whole valid query: complete, parsed by sqlglot, columns of read tables."""
+        got = self._complete_memo.get(text)
+        if got is None:
+            st = self._check(text, final=True)
+            got = st is not None and st.exp in ("after", "end") and len(st.levels) == 1 and not st.cases \
+                and st.levels[0].has_from and st.qualifiers <= st.declared | st.read and self._parses(text)
+            self._complete_memo[text] = got
+        return got
+
+    # -- lexing and stepping --------------------------------------------------------------------
+    def _check(self, text: str, final: bool) -> _State | None:
+        lexemes = _lex(text)
+        if lexemes is None:
+            return None
+        st = _State()
+        last = len(lexemes) - 1
+        for i, (kind, value) in enumerate(lexemes):
+            if kind == "ws":
+                if i and lexemes[i - 1][0] == "ws":
+                    return None  # one space between lexemes: no runs of blanks to loop on
+                continue
+            open_end = i == last and not final
+            if open_end and kind in ("word", "num", "sq", "dq", "bq", "op"):
+                return st if self._partial(st, kind, value) else None
+            if not self._complete_lexeme_ok(kind, value) or not self._advance(st, kind, value):
+                return None
+        return st
+
+    def _complete_lexeme_ok(self, kind: str, value: str) -> bool:
+        if kind in ("sq", "dq"):
+            return _closed(value) and self._literal_ok(value)
+        if kind == "bq":
+            return len(value) >= 2 and value[-1] in "`]"
+        if kind == "op":
+            return value not in ("!", "|")
+        return True
+
+    def _literal_ok(self, value: str) -> bool:
+        """A pointer literal (``' w9 w13 '``) names question words that exist."""
+        if not self.row.n_words or value[0] != "'" or not _POINTER_LITERAL.match(value):
+            return True
+        return all(1 <= int(n) <= self.row.n_words for n in re.findall(r"w(\d+)", value))
+
+    def _partial(self, st: _State, kind: str, value: str) -> bool:
+        """The last lexeme, maybe unfinished: can it be completed into one the grammar takes here?"""
+        if kind in ("sq", "dq"):
+            if _closed(value):
+                return self._literal_ok(value) and self._advance(st.copy(), kind, value)
+            if value[0] == "'" and self.row.n_words and _POINTER_LITERAL.match(value):
+                numbers = re.findall(r"w(\d+)", value)
+                complete, tail = numbers[:-1], numbers[-1:]
+                if value.rstrip() != value:  # the last number is finished
+                    complete, tail = numbers, []
+                if not all(1 <= int(n) <= self.row.n_words for n in complete):
+                    return False
+                if tail and not any(str(k).startswith(tail[0]) for k in range(1, self.row.n_words + 1)):
+                    return False
+            return self._advance(st.copy(), kind, value[0] + value[0])
+        if kind == "bq":
+            close = "]" if value[0] == "[" else "`"
+            if len(value) >= 2 and value.endswith(close):
+                return self._advance(st.copy(), kind, value)
+            low = value[1:].lower()
+            names = sorted(n for n in self.row.table_names | self.row.column_names if n.startswith(low))
+            if not self.row.restrict_names:
+                names = [low or "x"]
+            return any(self._advance(st.copy(), kind, value[0] + n + close) for n in names[:64])
+        if kind == "num":
+            return self._advance(st.copy(), kind, value.rstrip("."))
+        if kind == "op":
+            if value in ("!", "|"):
+                return self._advance(st.copy(), "op", value + ("=" if value == "!" else "|"))
+            return self._advance(st.copy(), kind, value)
+        # A word: itself or one of its completions must fit.
+        if self._advance(st.copy(), "word", value):
+            return True
+        return any(self._advance(st.copy(), "word", w) for w in self.row.completions(value) if w != value)
+
+    def _advance(self, st: _State, kind: str, value: str) -> bool:
+        """Take one complete lexeme; False when the grammar refuses it here."""
+        ok = self._step(st, kind, value)
+        if ok:
+            st.prev = value.upper() if kind == "word" else value
+        return ok
+
+    def _step(self, st: _State, kind: str, value: str) -> bool:  # noqa: C901 - one grammar, one place
+        if kind == "punct" and value == "(" and len(st.levels) > MAX_DEPTH:
+            return False
+        if kind == "punct" and value == "." and st.exp in ("after", "dot"):
+            st.qualifiers.add(st.prev.lower())
+        lvl = st.levels[-1]
+        e = st.exp
+        up = value.upper() if kind == "word" else value
+        cats = self.row.categories(value) if kind == "word" else frozenset()
+        role, st.prev_role = st.prev_role, ""
+        prev_cats, st.prev_cats = st.prev_cats, frozenset()
+        if e == "end":
+            return False
+        if e == "start":
+            if up == "SELECT":
+                lvl.clause, st.exp = 1, "operand"
+                return True
+            return False
+        if e in ("operand", "operand_sel"):
+            if kind == "punct" and value == "(":
+                st.levels.append(_Level("paren"))
+                st.exp = "operand_sel"
+                return True
+            if kind == "word":
+                if up == "SELECT":
+                    if e != "operand_sel":
+                        return False
+                    lvl.kind, lvl.clause, st.exp = "query", 1, "operand"
+                    return True
+                if up == "DISTINCT":
+                    return st.prev in ("SELECT", "(") and (st.prev == "SELECT" or lvl.kind == "func")
+                if up in ("NOT", "CASE") or (up == "WHEN" and st.prev == "CASE"):
+                    st.cases += up == "CASE"
+                    st.exp = "operand"
+                    return True
+                if up == "EXISTS" and len(st.levels) <= MAX_DEPTH:
+                    st.exp = "lparen"
+                    return True
+                if up in ("NULL", "TRUE", "FALSE"):
+                    st.exp = "after"
+                    return True
+                if "kw" in cats and not cats & {"column", "table", "pointer", "alias"}:
+                    return False
+                st.prev_cats = cats
+                if cats & {"column", "pointer"} or value.lower() in st.declared:
+                    st.exp = "after"
+                    return True
+                if "func" in cats and len(st.levels) <= MAX_DEPTH:
+                    st.exp = "lparen_func"
+                    return True
+                if cats & {"table", "alias"}:
+                    st.exp = "dot"
+                    return True
+                if "type" in cats and lvl.kind == "func":
+                    st.exp = "after"
+                    return True
+                return False
+            if kind in ("num", "sq", "dq"):
+                st.exp = "after"
+                return True
+            if kind == "bq" and self._name_ok(value, self.row.column_names):
+                st.exp = "after"
+                return True
+            if kind == "op":
+                if value in ("-", "+"):
+                    return True
+                if value == "*" and ((lvl.kind == "query" and lvl.clause == 1 and st.prev in ("SELECT", ",", "DISTINCT"))
+                                     or (lvl.kind == "func" and st.prev in ("(", "DISTINCT"))):
+                    st.exp = "after"
+                    return True
+            return False
+        if e == "after":
+            if kind == "op":
+                st.exp = "operand"
+                return True
+            if kind == "punct":
+                if value == ",":
+                    if lvl.kind == "query" and lvl.clause == 2:
+                        st.exp = "table"
+                    elif lvl.kind != "query" or lvl.clause in (1, 4, 6):
+                        st.exp = "operand"
+                    else:
+                        return False
+                    return True
+                if value == ")":
+                    if len(st.levels) == 1 or (lvl.kind == "query" and not lvl.has_from):
+                        return False
+                    was_query = lvl.kind == "query"
+                    st.levels.pop()
+                    st.exp = "after"
+                    st.prev_role = "table" if was_query and st.levels[-1].clause == 2 else ""
+                    return True
+                if value == "(":
+                    if "func" in prev_cats:
+                        st.levels.append(_Level("func"))
+                        st.exp = "operand"
+                        return True
+                    return False
+                if value == ".":
+                    if prev_cats & {"table", "alias"} or st.prev.lower() in st.declared:
+                        st.exp = "column"
+                        return True
+                    return False
+                if value == ";":
+                    if len(st.levels) == 1 and lvl.has_from:
+                        st.exp = "end"
+                        return True
+                    return False
+                return False
+            if kind != "word":
+                return False
+            query = lvl.kind == "query"
+            if up in _CLAUSE and up != "SELECT":
+                rank = _CLAUSE[up]
+                if not query:
+                    return False
+                if up == "FROM" and lvl.clause == 1:
+                    lvl.clause, lvl.has_from, st.exp = 2, True, "table"
+                    return True
+                if up == "WHERE" and lvl.clause == 2:
+                    lvl.clause, st.exp = 3, "operand"
+                    return True
+                if up == "GROUP" and 2 <= lvl.clause < rank:
+                    lvl.clause, st.exp = rank, "by"
+                    return True
+                if up == "HAVING" and lvl.clause == 4:
+                    lvl.clause, st.exp = rank, "operand"
+                    return True
+                if up == "ORDER" and 2 <= lvl.clause < rank:
+                    lvl.clause, st.exp = rank, "by"
+                    return True
+                if up == "LIMIT" and 2 <= lvl.clause < rank:
+                    lvl.clause, st.exp = rank, "number"
+                    return True
+                return False
+            if up == "OFFSET":
+                if query and lvl.clause == 7:
+                    st.exp = "number"
+                    return True
+                return False
+            if up in ("JOIN", "LEFT", "RIGHT", "FULL", "INNER", "CROSS", "NATURAL", "ON", "USING"):
+                if not (query and lvl.clause == 2):
+                    return False
+                st.exp = {"JOIN": "table", "ON": "operand", "USING": "lparen"}.get(up, "join")
+                return True
+            if up == "AS":
+                st.exp = "alias"
+                return True
+            if up in ("AND", "OR", "LIKE", "GLOB", "BETWEEN") or (up in ("WHEN", "THEN", "ELSE") and st.cases):
+                st.exp = "operand"
+                return True
+            if up == "NOT":
+                st.exp = "not"
+                return True
+            if up == "IN" and len(st.levels) <= MAX_DEPTH:
+                st.exp = "lparen"
+                return True
+            if up == "IS":
+                st.exp = "is"
+                return True
+            if up == "END" and st.cases:
+                st.cases -= 1
+                return True
+            if up in ("ASC", "DESC"):
+                return query and lvl.clause == 6 and st.prev not in ("ASC", "DESC")
+            if up == "COLLATE":
+                st.exp = "name"
+                return True
+            if up in ("UNION", "INTERSECT", "EXCEPT"):
+                if not (query and lvl.has_from):
+                    return False
+                lvl.clause, lvl.has_from, st.exp = 0, False, "setop"
+                return True
+            if role == "table" and self._alias_ok(value, cats):  # FROM singer s
+                st.declared.add(value.lower())
+                return True
+            return False
+        if e == "table":
+            if kind == "word" and "table" in cats:
+                st.exp, st.prev_role, st.prev_cats = "after", "table", cats
+                st.read.add(value.lower())
+                return True
+            if kind == "punct" and value == "(":
+                st.levels.append(_Level("paren"))
+                st.exp = "operand_sel"
+                return True
+            if (kind == "dq" and value[1:-1].lower() in self.row.table_names) or \
+                    (kind == "bq" and self._name_ok(value, self.row.table_names)):
+                st.exp, st.prev_role = "after", "table"
+                st.read.add(value[1:-1].lower())
+                return True
+            return False
+        if e == "by":
+            if up == "BY":
+                st.exp = "operand"
+                return True
+            return False
+        if e == "number":
+            if kind == "num" or (kind == "word" and "pointer" in cats):
+                st.exp = "after"
+                return True
+            return False
+        if e == "alias":
+            if kind == "word" and self._alias_ok(value, cats):
+                st.declared.add(value.lower())
+                st.exp = "after"
+                st.prev_cats = cats | {"alias"}
+                return True
+            if kind in ("dq", "sq", "bq"):
+                st.declared.add(value[1:-1].lower())
+                st.exp = "after"
+                return True
+            return False
+        if e == "dot":
+            if kind == "punct" and value == ".":
+                st.exp = "column"
+                return True
+            return False
+        if e == "column":
+            if (kind == "word" and "column" in cats) or (kind == "op" and value == "*"):
+                st.exp = "after"
+                st.prev_cats = frozenset()
+                return True
+            if (kind == "dq" and value[1:-1].lower() in self.row.column_names) or \
+                    (kind == "bq" and self._name_ok(value, self.row.column_names)):
+                st.exp = "after"
+                return True
+            return False
+        if e in ("lparen", "lparen_func"):
+            if kind == "punct" and value == "(":
+                if e == "lparen_func":
+                    st.levels.append(_Level("func"))
+                    st.exp = "operand"
+                else:
+                    st.levels.append(_Level("in" if st.prev == "IN" else "paren"))
+                    st.exp = "operand_sel"
+                return True
+            return False
+        if e in ("setop", "select"):
+            if up == "ALL" and e == "setop":
+                st.exp = "select"
+                return True
+            if up == "SELECT":
+                lvl.clause, st.exp = 1, "operand"
+                return True
+            return False
+        if e == "is":
+            if up == "NOT" and st.prev == "IS":
+                return True
+            if up == "NULL":
+                st.exp = "after"
+                return True
+            return False
+        if e == "not":
+            if up == "IN" and len(st.levels) <= MAX_DEPTH:
+                st.exp = "lparen"
+                return True
+            if up in ("LIKE", "GLOB", "BETWEEN"):
+                st.exp = "operand"
+                return True
+            return False
+        if e == "join":
+            if up == "OUTER":
+                return True
+            if up == "JOIN":
+                st.exp = "table"
+                return True
+            return False
+        if e == "name":
+            if kind == "word":
+                st.exp = "after"
+                return True
+            return False
+        return False
+
+    def _alias_ok(self, word: str, cats: frozenset[str]) -> bool:
+        """A new alias: not a keyword or function; with numbered items, one of the row's aliases
+        (``T1``..), never a number of the item kinds (``c12``, ``t3``, ``w4``)."""
+        if cats & {"kw", "func"}:
+            return False
+        if self.row.tables:
+            return word in self.row.aliases
+        return True
+
+    def _name_ok(self, quoted: str, names: frozenset[str]) -> bool:
+        """A quoted identifier (``[first name]``, a backquoted name) that is one of ``names``."""
+        return len(quoted) > 2 and (quoted[1:-1].lower() in names or not self.row.restrict_names)
+
+    # -- the whole query ------------------------------------------------------------------------
+    def _parses(self, text: str) -> bool:
+        import sqlglot
+        from sqlglot import exp
+
+        try:
+            trees = sqlglot.parse(text, read="sqlite")
+        except Exception:  # noqa: BLE001 - any parser failure means: not a query
+            return False
+        trees = [t for t in trees if t is not None]
+        if len(trees) != 1 or not isinstance(trees[0], (exp.Select, exp.Union, exp.Intersect, exp.Except)):
+            return False
+        return self._columns_of_read_tables(trees[0])
+
+    def _columns_of_read_tables(self, tree) -> bool:
+        """Each column belongs to a table its SELECT (or an enclosing one) reads, where decidable."""
+        from sqlglot import exp
+
+        from t2sql.linking.targets import _enclosing_selects
+
+        row = self.row
+        for col in tree.find_all(exp.Column):
+            if isinstance(col.this, exp.Star):
+                continue
+            owners = row.owners.get(col.name) or row.owners.get(col.name.lower())
+            if not owners:
+                continue  # an output alias or an unrestricted name
+            aliases: dict[str, str] = {}
+            read: set[str] = set()
+            decidable = True
+            for select in _enclosing_selects(col):
+                from_ = select.args.get("from") or select.args.get("from_")
+                sources = ([from_.this] if from_ is not None else []) + [j.this for j in select.args.get("joins") or []]
+                for s in sources:
+                    if not isinstance(s, exp.Table):
+                        decidable = False
+                        continue
+                    name = s.name if s.name in row.tables else s.name.lower()
+                    read.add(name)
+                    aliases.setdefault((s.alias or s.name).lower(), name)
+                    aliases.setdefault(s.name.lower(), name)
+            if not decidable:
+                continue
+            if col.table:
+                table = aliases.get(col.table.lower())
+                if table is not None and table not in owners:
+                    return False
+            elif read and not read & owners:
+                return False
+        return True
+
+
+# -- tokens and batches ----------------------------------------------------------------------------
+
+_PIECES: dict[int, tuple[Any, list[str], set[int]]] = {}
+
+
+def piece_texts(tokenizer) -> tuple[list[str], set[int]]:
+    """The text each token id adds when it follows other text (its leading space kept), and the ids
+    never allowed (special tokens other than end-of-sequence). Computed once per tokenizer."""
+    key = id(tokenizer)
+    got = _PIECES.get(key)
+    if got is not None and got[0] is tokenizer:
+        return got[1], got[2]
+    base = tokenizer("a", add_special_tokens=False)["input_ids"]
+    head = tokenizer.decode(base, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    size = len(tokenizer)
+    texts = tokenizer.batch_decode([base + [i] for i in range(size)], skip_special_tokens=False,
+                                   clean_up_tokenization_spaces=False)
+    pieces = [t[len(head):] if t.startswith(head) else t for t in texts]
+    banned = {i for i in tokenizer.all_special_ids if i != tokenizer.eos_token_id}
+    _PIECES[key] = (tokenizer, pieces, banned)
+    return pieces, banned
+
+
+class SQLConstraint:
+    """The constraint of one batch: the tokenizer's pieces and one :class:`RowSchema` per batch row.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        rows: one schema per batch row (input order of the batch).
+        eos_token_id: end-of-sequence (default: the tokenizer's).
+        top_k: candidates checked per row and step (default: :data:`TOP_K`, read when the batch starts).
+    """
+
+    def __init__(self, tokenizer, rows: Sequence[RowSchema], eos_token_id: int | None = None,
+                 top_k: int | None = None):
+        self.pieces, self.banned = piece_texts(tokenizer)
+        self.eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+        self.pad = tokenizer.pad_token_id
+        self.checkers = [PrefixChecker(r) for r in rows]
+        self.top_k = TOP_K if top_k is None else top_k
+        self.stats = {"steps": 0, "checked": 0, "fallbacks": 0}
+        self.last_fallback = False
+
+    def text(self, ids: Sequence[int]) -> str:
+        """The text of generated ids (special tokens other than EOS write nothing)."""
+        pieces = self.pieces
+        return "".join(pieces[i] for i in ids if i != self.eos and i != self.pad)
+
+    def allowed(self, row: int, prefix: Sequence[int], ranked: Sequence[int], needed: int) -> list[int] | None:
+        """The first ``needed`` valid ids of ``ranked`` (best first) after ``prefix`` for batch row ``row``.
+
+        Returns:
+            The valid ids found (the best unconstrained one alone when none is: see
+            :attr:`last_fallback`), or None when the prefix itself is no longer valid (the row then
+            decodes unconstrained).
+        """
+        self.last_fallback = False
+        checker = self.checkers[row]
+        text = self.text(prefix)
+        if not checker.valid_prefix(text):
+            return None
+        self.stats["steps"] += 1
+        found: list[int] = []
+        for tok in ranked[:self.top_k]:
+            self.stats["checked"] += 1
+            if tok in self.banned:
+                continue
+            if tok == self.eos:
+                ok = checker.valid_complete(text)
+            else:
+                piece = self.pieces[tok]
+                ok = bool(piece) and checker.valid_prefix(text + piece)
+            if ok:
+                found.append(tok)
+                if len(found) >= needed:
+                    break
+        if not found:
+            self.stats["fallbacks"] += 1
+            self.last_fallback = True
+            return [ranked[0]]
+        return found
+
+    def mask_numpy(self, logits: np.ndarray, prefixes: Sequence[Sequence[int]], rows: Sequence[int],
+                   needed: int = 1) -> np.ndarray:
+        """``logits`` (sequences x vocab) with every token but the allowed ones at ``-inf``, in place.
+
+        Args:
+            logits: one row per sequence still decoded.
+            prefixes: the ids each sequence has generated so far (no start token).
+            rows: the batch row (index into this constraint's schemas) of each sequence.
+            needed: valid tokens wanted per sequence (1 for greedy).
+        """
+        k = min(self.top_k, logits.shape[1])
+        top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+        for s in range(logits.shape[0]):
+            if self.eos in prefixes[s]:
+                continue
+            cand = top[s][np.argsort(-logits[s, top[s]], kind="stable")]
+            cand = [int(t) for t in cand if np.isfinite(logits[s, t])]
+            if not cand:
+                continue
+            keep = self.allowed(int(rows[s]), list(prefixes[s]), cand, needed)
+            if keep is None:
+                continue
+            kept = logits[s, keep].copy() - (FALLBACK_PENALTY if self.last_fallback else 0.0)
+            logits[s, :] = -np.inf
+            logits[s, keep] = kept
+        return logits
+
+    def logits_processor(self, num_beams: int = 1):
+        """A Hugging Face ``LogitsProcessor`` applying this constraint (greedy and beam search)."""
+        return _Processor(self, num_beams)
+
+
+def _processor_base():
+    from transformers import LogitsProcessor
+
+    return LogitsProcessor
+
+
+class _Processor(_processor_base()):
+    """Sequence ``s`` of a (batch x beams) generate call belongs to batch row ``s // num_beams``; its
+    first id is the decoder start token."""
+
+    def __init__(self, constraint: SQLConstraint, num_beams: int):
+        self.constraint = constraint
+        self.num_beams = num_beams
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        c = self.constraint
+        k = min(c.top_k, scores.shape[1])
+        top = torch.topk(scores, k, dim=1)
+        ranked = top.indices.tolist()
+        finite = torch.isfinite(top.values).tolist()
+        ids = input_ids[:, 1:].tolist()
+        out = scores
+        for s, prefix in enumerate(ids):
+            if c.eos in prefix:
+                continue
+            cand = [t for t, f in zip(ranked[s], finite[s]) if f]
+            if not cand:
+                continue
+            keep = c.allowed(s // self.num_beams, prefix, cand, self.num_beams)
+            if keep is None:
+                continue
+            if out is scores:
+                out = scores.clone()
+            idx = torch.tensor(keep, device=scores.device)
+            kept = scores[s, idx] - (FALLBACK_PENALTY if c.last_fallback else 0.0)
+            out[s, :] = -float("inf")
+            out[s, idx] = kept
+        return out

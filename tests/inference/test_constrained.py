@@ -1,0 +1,327 @@
+"""Constrained decoding: only the prompt's own schema items and question words, valid query prefixes,
+and an end-of-sequence only on a query that parses.
+
+    .venv/bin/pytest tests/inference/test_constrained.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlglot
+import torch
+
+from t2sql.inference import Translator
+from t2sql.inference import constrained
+from t2sql.inference.constrained import PrefixChecker, RowSchema, SQLConstraint, piece_texts
+from t2sql.prompt import PromptOptions, build_source, build_target, save_prompt_options
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "spider_sample"
+DBS = ("musical", "climbing")
+LINKED = PromptOptions(format="linked", placeholders=True, link_marks=True, value_pointers=True)
+SOURCE = ("question: w1 How w2 many w3 actors t1 c1 w4 are w5 there w6 ? | t1 actor [E] : c1 actor id [P] , "
+          "c2 name [E] | t2 musical : c3 musical id , c4 title")
+
+
+def _context(db_id: str) -> str:
+    conn = sqlite3.connect(SAMPLE / "database" / db_id / f"{db_id}.sqlite")
+    try:
+        return "; ".join(r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND sql IS NOT NULL"))
+    finally:
+        conn.close()
+
+
+def _examples(n: int = 16) -> list[dict]:
+    rows = json.loads((SAMPLE / "train_spider.json").read_text())
+    contexts = {db: _context(db) for db in DBS}
+    return [{"question": r["question"], "context": contexts[r["db_id"]], "answer": r["query"]}
+            for r in rows if r["db_id"] in DBS][:n]
+
+
+def _model(out: Path, examples: list[dict], steps: int):
+    """A tiny T5 of the linked format, trained ``steps`` steps (0: random weights)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from t2sql.modeling import train_tokenizer
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    sources = [build_source(e["question"], e["context"], LINKED) for e in examples]
+    targets = [build_target(e["answer"], e["question"], e["context"], LINKED) for e in examples]
+    tok = train_tokenizer(sources + targets, 400, extra_tokens=LINKED.extra_tokens())
+    cfg = T5Config(vocab_size=len(tok), d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2,
+                   num_heads=4, feed_forward_proj="relu", dropout_rate=0.0, pad_token_id=tok.pad_token_id,
+                   eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
+    model = T5ForConditionalGeneration(cfg)
+    if steps:
+        enc = tok(sources, return_tensors="pt", padding=True, truncation=True, max_length=160)
+        labels = tok(targets, return_tensors="pt", padding=True).input_ids
+        labels[labels == tok.pad_token_id] = -100
+        opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+        for _ in range(steps):
+            model(**enc, labels=labels).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    save_prompt_options(LINKED, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    return _model(tmp_path_factory.mktemp("random") / "model", _examples(), 0)
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory):
+    return _model(tmp_path_factory.mktemp("trained") / "model", _examples(), 100)
+
+
+def _pairs(n: int = 8) -> list[tuple[str, str]]:
+    examples = _examples(16)
+    extra = [("How many climbers are from each country?", examples[-1]["context"]),
+             ("Which musicals have the title Cats and run after 1990?", examples[0]["context"])]
+    return [(e["question"], e["context"]) for e in examples[:n]] + extra
+
+
+def _shown(source: str) -> tuple[set[str], set[str], int]:
+    """Table and column numbers shown in a linked input's schema part, and its question's word count."""
+    question, schema = source.split(" | ", 1)
+    return (set(re.findall(r"(?:^|\| )(t\d+)\b", schema)), set(re.findall(r"(?:: |, )(c\d+)\b", schema)),
+            len(re.findall(r"\bw\d+\b", question)))
+
+
+def _code(text: str) -> str:
+    """The text outside string literals (an unterminated one included)."""
+    return re.sub(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?", "''", text)
+
+
+def _pointers(text: str) -> list[int]:
+    """Question-word numbers in code and in pointer values (``' w9 w13 '``)."""
+    found = re.findall(r"\bw(\d+)\b", _code(text))
+    for lit in re.findall(r"'\s+%?\s*(?:w\d+\s*)+%?\s*'?", text):
+        found += re.findall(r"w(\d+)", lit)
+    return [int(n) for n in found]
+
+
+# -- the checker on text ---------------------------------------------------------------------------
+
+def test_rows_read_what_the_input_shows():
+    row = RowSchema.from_source(SOURCE, LINKED)
+    assert row.tables == {"t1", "t2"} and row.columns == {"c1", "c2", "c3", "c4"} and row.n_words == 6
+    assert row.owners["c3"] == {"t2"}
+    plain = RowSchema.from_source("question: How many? schema: CREATE TABLE singer (singer_id number, name text)")
+    assert plain.table_names == {"singer"} and plain.column_names == {"singer_id", "name"}
+
+
+@pytest.mark.parametrize("text", [
+    "SELECT c5",                                     # a column the input does not show
+    "SELECT c4 FROM t3",                             # a table the input does not show
+    "SELECT COUNT(*) FROM t1 WHERE c2 = w7",         # a question word beyond the question (6 words)
+    "SELECT c1 FROM t1 WHERE c2 = ' w9 '",           # the same, inside a pointer value
+    "SELECT c1 FROM t1 WHERE c2 = ' w7",             # ... even before the value is closed
+    "SELECT c1 FROM t1 GROUP BY c1 WHERE",           # clause order
+    "SELECT c1 FROM t1 ORDER c1",                    # ORDER without BY
+    "SELECT c1 FROM t1 )",                           # unbalanced parenthesis
+    "SELECT c1 c2",                                  # two operands in a row
+    "SELECT FROM",                                   # a clause without its operand
+    "FROM t1",                                       # a query starts with SELECT
+    "SELECT c1 FROM t1 WHERE c2 == = 3",             # two operators in a row
+    "SELECT c1 FROM t1 WHERE c2 = 3 ?",              # not SQL
+    "SELECT c1 FROM t1 WHERE c2 = 'a' ; SELECT",     # a second statement
+    "SELECT c1 FROM t2 c9",                          # an item number as an alias
+    "SELECT c1 FROM t1 WHERE c2 = 1  AND",           # runs of blanks
+    "SELECT c1 FROM t1 WHERE c2 = 1\x1f",            # control characters
+    "SELECT c1 FROM t1 WHERE THEN",                  # THEN outside CASE
+    "SELECT c1 ORDER BY c1",                         # ORDER BY before FROM
+])
+def test_invalid_prefixes_are_rejected(text):
+    assert not PrefixChecker(RowSchema.from_source(SOURCE, LINKED)).valid_prefix(text)
+
+
+@pytest.mark.parametrize("text,complete", [
+    ("SELECT c", False),                             # c1..c4 still possible
+    ("SELECT COUNT(", False),
+    ("SELECT c1 FROM t1 WHERE c2 = 'abc", False),    # an open value
+    ("SELECT c1 FROM t1 WHERE c2 = ' w6 '", True),
+    ("SELECT COUNT(DISTINCT c1) FROM t1", True),
+    ("SELECT T1. c1 FROM t1 AS T1 JOIN t1 AS T2", True),
+    ("SELECT c4 FROM t1 JOIN t2 WHERE c1 > w6 ORDER BY c4 DESC LIMIT 1", True),
+    ("SELECT c2 FROM t1 WHERE NOT c1 IN (SELECT c3 FROM t2)", True),
+    ("SELECT c2 FROM t1 WHERE c1 IN (SELECT c3 FROM t2", False),
+    ("SELECT c2, COUNT(*) FROM t1 GROUP BY c2 HAVING COUNT(*) >= 3", True),
+])
+def test_valid_prefixes_are_accepted(text, complete):
+    checker = PrefixChecker(RowSchema.from_source(SOURCE, LINKED))
+    assert checker.valid_prefix(text)
+    assert checker.valid_complete(text) is complete
+
+
+def test_end_needs_columns_of_the_tables_read():
+    checker = PrefixChecker(RowSchema.from_source(SOURCE, LINKED))
+    assert checker.valid_prefix("SELECT c4 FROM t1")  # t2 could still be joined
+    assert not checker.valid_complete("SELECT c4 FROM t1")  # c4 belongs to t2, which is not read
+    assert checker.valid_complete("SELECT c4 FROM t1 JOIN t2")
+    assert checker.valid_complete("SELECT c1 FROM t1 WHERE c1 IN (SELECT c3 FROM t2)")
+    assert not checker.valid_complete("SELECT c1 FROM t2 WHERE c1 IN (SELECT c3 FROM t2)")
+
+
+def _recorded():
+    from t2sql.config import load_config
+    from t2sql.data.sources import load_spider
+    from t2sql.prompt import question_context
+
+    os.environ.setdefault("T2SQL_DATA_DIR", str(ROOT / "data"))
+    recorded = json.loads((ROOT / "tests" / "fixtures" / "prompt" / "shipped_formats.json").read_text())
+    records = {r["id"]: r for r in load_spider(str(SAMPLE))[0]}
+    for name, expected in recorded.items():
+        opts = load_config(ROOT / "configs" / f"{name}.yaml").prompt
+        for row in expected["rows"]:
+            rec = records[row["id"]]
+            ctx = question_context(rec["question"], rec["context"], rec.get("db_path"), opts)
+            yield name, row, RowSchema.for_pair(rec["question"], ctx, row["source"], opts)
+
+
+def test_every_recorded_gold_target_is_accepted_character_by_character():
+    """Whatever pieces a tokenizer cuts a target into, no prefix of a gold target is refused."""
+    n = 0
+    for name, row, schema in _recorded():
+        checker, target = PrefixChecker(schema), row["target"]
+        refused = [target[:i] for i in range(1, len(target) + 1) if not checker.valid_prefix(target[:i])]
+        assert not refused, (name, row["id"], refused[:1])
+        assert checker.valid_complete(target), (name, row["id"], target)
+        n += 1
+    assert n == 64
+
+
+def test_every_recorded_gold_target_is_accepted_token_by_token(random_model):
+    """The decoder's own path: each gold token is among the allowed ones after the tokens before it,
+    and end-of-sequence is allowed after the last."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(random_model)
+    pieces, _ = piece_texts(tok)
+    for name, row, schema in _recorded():
+        ids = tok(row["target"], add_special_tokens=False)["input_ids"]
+        assert "".join(pieces[i] for i in ids).strip() == tok.decode(ids).strip()
+        c = SQLConstraint(tok, [schema])
+        for k, nxt in enumerate(ids + [tok.eos_token_id]):
+            # The gold token ranked last among three wrong ones: it is found and kept.
+            wrong = [tok.pad_token_id, tok.unk_token_id]
+            assert c.allowed(0, ids[:k], wrong + [nxt], 1) == [nxt], (name, row["id"], k, tok.decode(ids[:k + 1]))
+
+
+# -- decoding with a model -------------------------------------------------------------------------
+
+def _check_outputs(translator, sources, ids_per_source, ended_must_parse=True):
+    """Every output names only shown items and existing question words; each that ended parses."""
+    tok = translator.tokenizer
+    ended = 0
+    for source, cands in zip(sources, ids_per_source):
+        tables, columns, n_words = _shown(source)
+        checker = PrefixChecker(RowSchema.from_source(source, translator.prompt))
+        for ids in cands:
+            text = tok.decode(ids, skip_special_tokens=True)
+            code = _code(text)
+            assert set(re.findall(r"\bt\d+\b", code)) <= tables, (text, tables)
+            assert set(re.findall(r"\bc\d+\b", code)) <= columns, (text, columns)
+            assert all(1 <= w <= n_words for w in _pointers(text)), (text, n_words)
+            assert checker.valid_prefix(text), text
+            if ids and ids[-1] == tok.eos_token_id:
+                ended += 1
+                assert checker.valid_complete(text), text
+                assert sqlglot.parse_one(text, read="sqlite") is not None
+    return ended
+
+
+def test_random_model_emits_only_shown_items_greedy_and_beam(random_model, monkeypatch):
+    """An untrained model says nothing sensible: whatever it outputs under the constraint is a valid
+    prefix over its input's schema, and every output it ends is a whole query."""
+    monkeypatch.setattr(constrained, "TOP_K", 10_000)  # check every token: no fallback to the raw best
+    pairs = _pairs()
+    kw = dict(num_threads=1, max_new_tokens=48, max_source_length=256, batch_size=4)
+    free = Translator(random_model, "torch", **kw)
+    tr = Translator(random_model, "torch", constrained=True, **kw)
+    sources = tr.sources(pairs)
+    raw = free.generate_ids(sources)
+    assert any(re.search(r"\b[tc]\d+\b", free.tokenizer.decode(c[0])) is None
+               or not PrefixChecker(RowSchema.from_source(s, LINKED)).valid_prefix(free.tokenizer.decode(c[0],
+                                                                                   skip_special_tokens=True))
+               for s, c in zip(sources, raw))  # unconstrained, the same model writes invalid text
+    _check_outputs(tr, sources, tr.generate_ids(sources))
+    _check_outputs(tr, sources, tr.generate_ids(sources, num_return_sequences=3, num_beams=3))
+
+
+def test_trained_model_outputs_all_parse_greedy_and_beam(trained_model):
+    pairs = _pairs()
+    kw = dict(num_threads=1, max_new_tokens=64, max_source_length=256, batch_size=8)
+    tr = Translator(trained_model, "torch", constrained=True, **kw)
+    assert tr.info["constrained"] is True
+    sources = tr.sources(pairs)
+    greedy = tr.generate_ids(sources)
+    assert _check_outputs(tr, sources, greedy) == len(pairs)  # every output ended, as a query that parses
+    assert tr.constraint_totals["fallbacks"] == 0 and tr.constraint_totals["steps"] > 0
+    beams = tr.generate_ids(sources, num_return_sequences=2, num_beams=3)
+    assert _check_outputs(tr, sources, [b[:1] for b in beams]) == len(pairs)  # the best beam of each ended
+    if tr.constraint_totals["fallbacks"] == 0:  # no beam had to leave the grammar: every one is valid
+        _check_outputs(tr, sources, beams)
+    for sql in tr.translate(pairs):  # real names back: SQL that parses
+        assert sqlglot.parse_one(sql, read="sqlite") is not None
+    # On its own training questions the constraint leaves the (valid) gold answers alone.
+    free = Translator(trained_model, "torch", **kw)
+    same = sum(a == b for a, b in zip(free.translate(pairs[:8]), tr.translate(pairs[:8])))
+    assert same >= 6
+
+
+def test_onnx_greedy_equals_torch_under_constraint(trained_model, random_model, monkeypatch):
+    pairs = _pairs()
+    kw = dict(num_threads=1, max_new_tokens=40, max_source_length=256, batch_size=5, constrained=True)
+    for model in (trained_model, random_model):
+        if model is random_model:
+            monkeypatch.setattr(constrained, "TOP_K", 10_000)
+        torch_tr = Translator(model, "torch", **kw)
+        onnx_tr = Translator(model, "onnx-fp32", **kw)
+        sources = torch_tr.sources(pairs)
+        assert onnx_tr.generate_ids(sources) == torch_tr.generate_ids(sources)
+    # Beam search on ONNX goes through Hugging Face generate with the same processor.
+    beams = Translator(trained_model, "onnx-fp32", **{**kw, "num_beams": 2})
+    _check_outputs(beams, beams.sources(pairs[:4]), beams.generate_ids(beams.sources(pairs[:4]), 2, 2))
+
+
+def test_fallback_keeps_the_best_token_when_nothing_checked_is_valid(random_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(random_model)
+    c = SQLConstraint(tok, [RowSchema.from_source(SOURCE, LINKED)], top_k=2)
+    bad = [tok.pad_token_id, tok.unk_token_id, tok.eos_token_id]
+    assert c.allowed(0, [], bad, 1) == [tok.pad_token_id]  # nothing valid among 2 checked: the raw best
+    assert c.stats["fallbacks"] == 1
+    select = tok(" SELECT", add_special_tokens=False)["input_ids"]
+    assert c.allowed(0, [], [tok.eos_token_id] + select[:1], 1) == select[:1]
+
+
+def test_end_of_sequence_only_after_a_whole_query(random_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(random_model)
+    c = SQLConstraint(tok, [RowSchema.from_source(SOURCE, LINKED)])
+    eos = tok.eos_token_id
+
+    def ends(text: str) -> bool:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return c.allowed(0, ids, [eos, tok.pad_token_id], 1) == [eos] and not c.last_fallback
+
+    assert not ends("SELECT c4 FROM")
+    assert not ends("SELECT c4 FROM t1")  # c4 is a column of t2
+    assert ends("SELECT c4 FROM t2")
+    assert not ends("SELECT COUNT(*) FROM t1 WHERE c2 = ' w3")
+    assert ends("SELECT COUNT(*) FROM t1 WHERE c2 = ' w3 '")
+    assert not ends("SELECT c1 FROM t1 WHERE c1 IN (SELECT c3 FROM t2")
+    assert ends("SELECT c1 FROM t1 WHERE c1 IN (SELECT c3 FROM t2)")
