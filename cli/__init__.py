@@ -172,7 +172,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from t2sql import predict
 
-    kwargs = {"backend": args.backend, "num_beams": args.beams, "batch_size": args.batch_size}
+    kwargs = {"backend": args.backend, "num_beams": args.beams, "batch_size": args.batch_size,
+              "constrained": args.constrained}
     if args.spider:
         n = predict.predict_spider(args.model, args.spider, args.split, args.out, registry_root=args.registry,
                                    **kwargs)
@@ -293,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", default="torch")
     sp.add_argument("--beams", type=int, default=1)
     sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--constrained", action="store_true",
+                    help="constrained decoding: only valid query prefixes over the question's own schema")
     sp.set_defaults(func=cmd_predict)
 
     sp = sub.add_parser("runs", help="list registered runs (* marks the champion)")

@@ -180,6 +180,9 @@ class EvalConfig(Strict):
     query_timeout_s: float = Field(default=5.0, gt=0)
     row_cap: int = Field(default=10000, ge=1)
     execution_guided: bool = Field(default=False, description="Answer with the first of num_beams candidates that runs.")
+    constrained: bool = Field(
+        default=False, description="Constrained decoding (t2sql.inference.constrained): each step keeps only tokens "
+        "that leave the output a valid query prefix over the question's own schema.")
     backend: str = Field(default="torch", description="Inference backend (torch-fp32, torch-int8, onnx-int8, ...).")
     fuzz_databases: int = Field(default=3, ge=1, description="Generated databases per schema-only example.")
     fuzz_seed: int = 0

@@ -135,7 +135,8 @@ def evaluate_model_dir(eval_cfg, work: str | os.PathLike[str], model_dir: str, t
     else:
         translator = Translator(model_dir, backend=backend, num_beams=eval_cfg.num_beams,
                                 max_new_tokens=eval_cfg.max_new_tokens, batch_size=eval_cfg.batch_size,
-                                max_source_length=max_source_length, execution_guided=eval_cfg.execution_guided)
+                                max_source_length=max_source_length, execution_guided=eval_cfg.execution_guided,
+                                constrained=eval_cfg.constrained)
         metrics = evaluate_model(translator, test_path, eval_cfg, out)
     metrics["predictions_path"] = str(out / "predictions.jsonl")
     return metrics
