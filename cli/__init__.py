@@ -3,6 +3,9 @@
     t2sql run --config configs/quickstart.yaml [--set train.epochs=2 ...]
     t2sql evaluate --model champion --config configs/quickstart.yaml
     t2sql ask "How many singers are there?" --db data/spider_sample/database/club_1/club_1.sqlite
+    t2sql ask "How many singers are there?" --db postgresql+psycopg://ro@127.0.0.1/club_1 --password-env PGPASS
+    t2sql ask --sql "SELECT count(*) FROM club" --db postgresql+psycopg://ro@127.0.0.1/club_1
+    t2sql load-db data/spider_sample/database/*/*.sqlite --to postgresql+psycopg://admin@127.0.0.1/{db_id} --create
     t2sql score --predictions pred.sql --spider DIR --split dev --out results.json
     t2sql predict --model champion --spider DIR --split dev --out pred.sql
     t2sql predict --model champion --data questions.jsonl --out pred.sql
@@ -129,7 +132,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from t2sql import pipeline
 
-    cfg = load_config(args.config, args.set)
+    overrides = list(args.set or [])
+    if args.db_url:
+        overrides.append(f"eval.database_url={args.db_url}")
+    if args.password_env:
+        overrides.append(f"eval.database_password_env={args.password_env}")
+    cfg = load_config(args.config, overrides)
     model_dir = pipeline.registry_for(cfg).resolve(args.model)
     data = pipeline.prepare(cfg)
     test = args.data or data["test"]
@@ -141,19 +149,66 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from t2sql.data.schema import sqlite_create_tables
-    from t2sql.evaluation.execution import execute
-    from t2sql.inference import Translator
+    """Translate a question (or take ``--sql``) and run it read-only on a SQLite file or a database URL."""
+    from t2sql.databases import introspect
+    from t2sql.databases.connections import ConnectionConfigError, open_connection
 
-    db = Path(args.db)
-    context = sqlite_create_tables(db)
-    translator = Translator.load(args.model, args.registry, backend=args.backend, num_beams=args.beams)
-    sql, ms = translator.translate_one(args.question, context, db_path=str(db))
-    print(f"SQL ({ms:.0f} ms, model {translator.model_dir}):\n  {sql}")
-    result = execute(db, sql, timeout_s=args.timeout, row_cap=args.max_rows)
+    try:
+        conn = open_connection(args.db, password_env=args.password_env, timeout_s=args.timeout, row_cap=args.max_rows)
+    except ConnectionConfigError as exc:
+        print(f"t2sql: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.sql is not None:
+            sql, read = args.sql, args.sql_dialect
+            try:
+                shown = conn.prepare(sql, read=read)
+            except ValueError as exc:  # the guard's refusal
+                print(f"refused ({getattr(exc, 'kind', 'denied')}): {exc}", file=sys.stderr)
+                return 1
+            print(f"SQL ({conn.dialect}):\n  {shown}")
+        else:
+            if not args.question:
+                print("t2sql: give a question, or --sql", file=sys.stderr)
+                return 2
+            from t2sql.inference import Translator
+
+            try:
+                context = introspect.create_tables(conn)
+            except (RuntimeError, ValueError) as exc:
+                print(f"t2sql: {conn.scrub(str(exc))}", file=sys.stderr)
+                return 1
+            translator = Translator.load(args.model, args.registry, backend=args.backend, num_beams=args.beams)
+            if conn.dialect == "sqlite":
+                sql, ms = translator.translate_one(args.question, context, db_path=str(conn.path))
+            else:
+                if getattr(translator.prompt, "reads_database", False):
+                    context = introspect.with_question_values(args.question, context, conn)
+                sql, ms = translator.translate_one(args.question, context)
+            read = "sqlite"  # the model writes SQLite-style SQL
+            try:
+                shown = conn.prepare(sql, read=read)
+            except ValueError:
+                shown = sql
+            print(f"SQL ({ms:.0f} ms, model {translator.model_dir}, {conn.dialect}):\n  {shown}")
+        result = conn.execute(sql, read=read)
+    finally:
+        conn.close()
     if not result.ok:
-        print(f"the query failed ({result.error_kind}): {result.error}")
+        print(f"the query failed ({result.error_kind}): {result.error}", file=sys.stderr if args.sql else sys.stdout)
         return 1
+    if args.csv:
+        from t2sql.databases.charts import result_csv
+
+        Path(args.csv).write_text(result_csv(result.columns, result.rows), encoding="utf-8")
+    if args.chart:
+        from t2sql.databases.charts import chart_svg
+
+        svg = chart_svg(result.columns, result.rows)
+        if svg is None:
+            print("no chart fits this result (it needs a category or a date/time and a number)")
+        else:
+            Path(args.chart).write_text(svg, encoding="utf-8")
     print(" | ".join(result.columns))
     for row in result.rows:
         print(" | ".join("NULL" if v is None else str(v) for v in row))
@@ -161,10 +216,28 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load_db(args: argparse.Namespace) -> int:
+    """Copy SQLite files into PostgreSQL, MySQL/MariaDB or DuckDB (``--to`` may hold ``{db_id}``)."""
+    from t2sql.databases.connections import mask_url
+    from t2sql.databases.load import load_sqlite
+
+    password = os.environ[args.password_env] if args.password_env else None
+    for path in args.sqlite:
+        db_id = Path(path).stem
+        target = args.to.replace("{db_id}", db_id)
+        counts = load_sqlite(path, target, create=args.create, replace=args.replace, password=password)
+        print(f"{path} -> {mask_url(target)}: {len(counts)} tables, {sum(counts.values())} rows")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from t2sql.evaluation.spider import format_score_table, score_spider
 
-    result = score_spider(args.predictions, args.spider, args.split, args.out, timeout_s=args.timeout)
+    password = os.environ.get(args.password_env) if args.password_env else None
+    if args.password_env and password is None:
+        raise ValueError(f"--password-env: the environment variable {args.password_env} is not set")
+    result = score_spider(args.predictions, args.spider, args.split, args.out, timeout_s=args.timeout,
+                          database_url=args.db_url, password=password)
     print(format_score_table(result))
     return 0
 
@@ -262,11 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default="champion", help="run id, 'champion' or a model directory")
     sp.add_argument("--data", help="a test JSONL or scenario YAML (default: the config's test split)")
     sp.add_argument("--backend", default=None)
+    sp.add_argument("--db-url", help="run gold and predicted SQL on this database server instead of the SQLite "
+                                     "files, e.g. postgresql+psycopg://user@127.0.0.1/{db_id} (see t2sql load-db)")
+    sp.add_argument("--password-env", help="environment variable holding the --db-url password")
     sp.set_defaults(func=cmd_evaluate)
 
-    sp = sub.add_parser("ask", help="translate one question and run it on a SQLite database (read-only)")
-    sp.add_argument("question")
-    sp.add_argument("--db", required=True, help="SQLite file")
+    sp = sub.add_parser("ask", help="translate one question (or run --sql) on a database, read-only")
+    sp.add_argument("question", nargs="?", help="the question (leave out with --sql)")
+    sp.add_argument("--db", required=True, help="SQLite file or database URL (postgresql+psycopg://..., "
+                                                "mysql+pymysql://..., duckdb:///file.duckdb)")
+    sp.add_argument("--password-env", help="environment variable holding the database password")
+    sp.add_argument("--sql", help="run this SQL instead of translating a question (through the same guard)")
+    sp.add_argument("--sql-dialect", default=None, help="dialect --sql is written in (default: the database's)")
+    sp.add_argument("--csv", help="write the result as CSV to this file")
+    sp.add_argument("--chart", help="write the result's chart (SVG) to this file, where one fits")
     sp.add_argument("--model", default="champion")
     sp.add_argument("--registry", default=default_registry)
     sp.add_argument("--backend", default="torch")
@@ -281,7 +363,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="dev")
     sp.add_argument("--out", help="per-example results as JSON")
     sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--db-url", help="run the SQL on this server instead of the SQLite files, "
+                                     "e.g. postgresql+psycopg://user@127.0.0.1/{db_id} (see t2sql load-db)")
+    sp.add_argument("--password-env", help="environment variable holding the --db-url password")
     sp.set_defaults(func=cmd_score)
+
+    sp = sub.add_parser("load-db", help="copy SQLite databases into PostgreSQL, MySQL/MariaDB or DuckDB")
+    sp.add_argument("sqlite", nargs="+", help="SQLite files")
+    sp.add_argument("--to", required=True, help="target URL; {db_id} is replaced by each file's name")
+    sp.add_argument("--create", action="store_true", help="create the database on the server if needed")
+    sp.add_argument("--replace", action="store_true", help="drop tables of the same names first")
+    sp.add_argument("--password-env", help="environment variable holding the target's password")
+    sp.set_defaults(func=cmd_load_db)
 
     sp = sub.add_parser("predict", help="write one predicted SQL per line for a Spider split or a JSONL file")
     sp.add_argument("--model", default="champion")

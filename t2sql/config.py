@@ -204,6 +204,10 @@ class EvalConfig(Strict):
     slow_query_factor: float = Field(default=2.0, gt=0, description="Flag predictions this many times slower than gold.")
     slow_query_min_ms: float = Field(default=1.0, ge=0)
     report_samples: int = Field(default=8, ge=0, description="Sample successes and failures in the report.")
+    database_url: str | None = Field(default=None, description=(
+        "Run gold and predicted SQL on this server instead of the SQLite files: a SQLAlchemy URL with {db_id}, "
+        "e.g. postgresql+psycopg://user@127.0.0.1:5432/{db_id} (databases copied there by t2sql load-db)."))
+    database_password_env: str | None = Field(default=None, description="Environment variable with its password.")
 
     @field_validator("backend")
     @classmethod

@@ -6,7 +6,8 @@
 An admin command: it writes with the URL's account (which needs CREATE rights), never through the
 read-only connections questions use. Tables are created in the SQLite file's order. Each column's
 type follows the values it holds (SQLite stores any value in any column): whole numbers only ->
-BIGINT, numbers -> DOUBLE, anything else -> TEXT (dates stay text, as in SQLite). Names are
+BIGINT, numbers -> DOUBLE (text that is entirely numbers counts as numbers, as SQLite's affinity
+compares it), anything else -> TEXT (dates stay text, as in SQLite). Names are
 lower-cased on PostgreSQL, where unquoted names fold to lower case. A primary key is kept when its
 values are unique and not null; foreign keys are added on PostgreSQL (``NOT VALID``, so rows that
 break them load) where the referenced columns are unique.
@@ -15,6 +16,7 @@ break them load) where the referenced columns are unique.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,15 +27,36 @@ from t2sql.databases.connections import ConnectionConfigError, mask_url, parse_u
 from t2sql.databases.dialects import sqlglot_dialect
 
 
+_INT_TEXT = re.compile(r"^-?(0|[1-9][0-9]{0,17})$")
+_FLOAT_TEXT = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
+
+
+def _as_number(v: Any) -> Any:
+    """Numbers as they are; text that SQLite would read as a number (``'12'``, ``'3.5'``) as that number."""
+    if isinstance(v, str):
+        t = v.strip()
+        if _INT_TEXT.match(t):
+            return int(t)
+        if _FLOAT_TEXT.match(t):
+            return float(t)
+    return v
+
+
 def _column_type(values: Sequence[Any], declared: str):
+    """(kind, SQLAlchemy type) of a column from the values it holds.
+
+    Text that is entirely numbers (Spider stores keys such as ``race.Track_ID`` as ``'1'`` text beside
+    integer keys, which SQLite's affinity compares as numbers) becomes a number column, so joins and
+    comparisons work on engines without SQLite's type affinity.
+    """
     import sqlalchemy as sa
 
     from t2sql.data.schema import coarse_type
 
-    present = [v for v in values if v is not None]
+    present = [_as_number(v) for v in values if v is not None]
     if present and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2 ** 63 for v in present):
         return "int", sa.BigInteger()
-    if present and all(isinstance(v, (int, float)) for v in present):
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         return "float", sa.Double()
     if not present and coarse_type(declared) == "NUMBER":
         return "float", sa.Double()
@@ -48,7 +71,9 @@ def _convert(value: Any, kind: str) -> Any:
             return value.decode("utf-8", errors="replace")
         return value if isinstance(value, str) else str(value)
     if kind == "float":
-        return float(value)
+        return float(_as_number(value))
+    if kind == "int":
+        return int(_as_number(value))
     return value
 
 

@@ -11,6 +11,12 @@ prediction counts as right by one rule everywhere: the same result on every SQLi
 example (test-suite semantics: multisets, order only when the gold query orders, column
 permutations, float tolerance, time limit, row cap, read-only), else on databases generated from
 its schema, else Spider's exact-set match.
+
+With ``ScoringOptions.database_url`` (``postgresql+psycopg://user@127.0.0.1/{db_id}``, filled with the
+record's ``db_id``) gold and predicted SQL run on that server instead of the SQLite file: both are
+written in SQLite's dialect, checked by the statement guard and rewritten into the server's dialect
+by :meth:`t2sql.databases.connections.Connection.execute`, in a read-only session with the same
+time limit and row cap. ``t2sql load-db`` copies Spider's SQLite files there.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import os
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from t2sql.evaluation.categories import categorize
@@ -54,6 +60,8 @@ class ScoringOptions:
     slow_factor: float = 2.0
     slow_min_ms: float = 1.0
     samples: int = 8
+    database_url: str | None = None
+    database_password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, eval_cfg: Any | None) -> "ScoringOptions":
@@ -68,7 +76,17 @@ class ScoringOptions:
             slow_factor=float(getattr(eval_cfg, "slow_query_factor", cls.slow_factor)),
             slow_min_ms=float(getattr(eval_cfg, "slow_query_min_ms", cls.slow_min_ms)),
             samples=int(getattr(eval_cfg, "report_samples", cls.samples)),
+            database_url=getattr(eval_cfg, "database_url", None) or None,
+            database_password=_password_from_env(getattr(eval_cfg, "database_password_env", None)),
         )
+
+
+def _password_from_env(name: str | None) -> str | None:
+    if not name:
+        return None
+    if name not in os.environ:
+        raise ValueError(f"eval.database_password_env: the environment variable {name} is not set")
+    return os.environ[name]
 
 
 class _LRU(OrderedDict):
@@ -119,10 +137,41 @@ class ExampleScorer:
         self.db_paths_for = db_paths_for or _default_db_paths
         self._conns = _LRU(8)
         self._schema_conns = _LRU(16)
+        self._servers = _LRU(8)
 
     def close(self) -> None:
         self._conns.close()
         self._schema_conns.close()
+        self._servers.close()
+
+    def _server_runner(self, record: dict[str, Any]) -> tuple[str, Callable[[str], ExecResult]] | None:
+        """The record's database on ``options.database_url`` as a runner of SQLite-style SQL, or None."""
+        template = self.options.database_url
+        if not template:
+            return None
+        from t2sql.databases.connections import open_connection
+
+        url = template.replace("{db_id}", str(record.get("db_id") or ""))
+        opts = self.options
+        conn = self._servers.get_or_open(url, lambda: open_connection(
+            url, password=opts.database_password, timeout_s=opts.timeout_s, row_cap=opts.row_cap))
+        return conn.masked_url, lambda sql: conn.execute(sql, read="sqlite", timeout_s=opts.timeout_s,
+                                                         row_cap=opts.row_cap)
+
+    def _runners(self, record: dict[str, Any]) -> list[tuple[str, Callable[[], Callable[[str], ExecResult]]]]:
+        """Where the example's SQL runs: the server of ``database_url``, else each SQLite file."""
+        if self.options.database_url:
+            return [("server", lambda: self._server_runner(record)[1])]
+        opts = self.options
+        paths = [p for p in self.db_paths_for(record) if p and os.path.isfile(p)]
+
+        def file_runner(path: str) -> Callable[[], Callable[[str], ExecResult]]:
+            def open_() -> Callable[[str], ExecResult]:
+                conn = self._database(path)
+                return lambda sql: execute(conn, sql, timeout_s=opts.timeout_s, row_cap=opts.row_cap)
+            return open_
+
+        return [(p, file_runner(p)) for p in paths]
 
     def _run_sql(self, sql: str) -> str:
         sql = fix_operators(sql)
@@ -199,24 +248,24 @@ class ExampleScorer:
             line["error"] = str(pred_parse_error)
 
         pred_fail: ExecResult | None = None
-        db_paths = [p for p in self.db_paths_for(record) if p and os.path.isfile(p)]
+        runners = self._runners(record)
         gold_run, pred_run = self._run_sql(gold), self._run_sql(pred) if pred else ""
-        if db_paths and pred:
+        if runners and pred:
             line["eval_mode"] = "database"
             match, ran = True, 0
-            for i, path in enumerate(db_paths):
+            for i, (where, opener) in enumerate(runners):
                 try:
-                    conn = self._database(path)
-                except (OSError, sqlite3.Error) as exc:
-                    line["error"] = line["error"] or f"cannot open {path}: {exc}"
+                    run = opener()
+                except (OSError, sqlite3.Error, ValueError) as exc:
+                    line["error"] = line["error"] or f"cannot open {where}: {exc}"
                     continue
-                g = execute(conn, gold_run, timeout_s=opts.timeout_s, row_cap=opts.row_cap)
+                g = run(gold_run)
                 if not g.ok:
                     line["gold_error"] = g.error
                     continue
                 ran += 1
                 line.setdefault("gold_informative", informative_result(g.rows))
-                p = execute(conn, pred_run, timeout_s=opts.timeout_s, row_cap=opts.row_cap)
+                p = run(pred_run)
                 if i == 0 or line["gold_exec_ms"] is None:
                     line["gold_exec_ms"], line["pred_exec_ms"] = round(g.elapsed_ms, 3), round(p.elapsed_ms, 3)
                 if not p.ok:
@@ -227,12 +276,12 @@ class ExampleScorer:
                     break
             line["execution_match"] = match if ran else None
             line["executed"] = pred_fail is None if ran else None
-        elif db_paths:  # empty prediction on a real database
+        elif runners:  # empty prediction on a real database
             line["eval_mode"] = "database"
             line["execution_match"], line["executed"] = False, False
             try:  # the gold result still says whether the question counts among the informative ones
-                g = execute(self._database(db_paths[0]), gold_run, timeout_s=opts.timeout_s, row_cap=opts.row_cap)
-            except (OSError, sqlite3.Error):
+                g = runners[0][1]()(gold_run)
+            except (OSError, sqlite3.Error, ValueError):
                 g = None
             if g is not None and g.ok:
                 line["gold_informative"] = informative_result(g.rows)

@@ -53,7 +53,8 @@ def _read_predictions(path: Path) -> list[str]:
 
 def score_spider(predictions_path: str | os.PathLike[str], spider_dir: str | os.PathLike[str], split: str = "dev",
                  out_path: str | os.PathLike[str] | None = None, timeout_s: float = 30.0, row_cap: int = 100000,
-                 keep_distinct: bool = False, batch_size: int = 64) -> dict[str, Any]:
+                 keep_distinct: bool = False, batch_size: int = 64, database_url: str | None = None,
+                 password: str | None = None) -> dict[str, Any]:
     """Exact-set match and execution accuracy of a predictions file on a Spider split.
 
     Args:
@@ -68,6 +69,9 @@ def score_spider(predictions_path: str | os.PathLike[str], spider_dir: str | os.
         timeout_s, row_cap: limits per query.
         keep_distinct: compare results with DISTINCT kept (the test-suite removes it by default).
         batch_size: questions scored per batch.
+        database_url: run the SQL on this server instead of the SQLite files (``{db_id}`` filled per
+            question; see :class:`t2sql.evaluation.judge.ScoringOptions`).
+        password: the server account's password.
 
     Returns:
         ``{"split", "n", "exact_match", "execution_accuracy", "by_hardness": {level: {"count",
@@ -110,7 +114,8 @@ def score_spider(predictions_path: str | os.PathLike[str], spider_dir: str | os.
         others = sorted(str(p) for p in d.glob("*.sqlite") if p != main) if d.is_dir() else []
         return ([str(main)] if main.is_file() else []) + others
 
-    options = ScoringOptions(timeout_s=timeout_s, row_cap=row_cap, keep_distinct=keep_distinct, fuzz_databases=0)
+    options = ScoringOptions(timeout_s=timeout_s, row_cap=row_cap, keep_distinct=keep_distinct, fuzz_databases=0,
+                             database_url=database_url, database_password=password)
     scorer = ExampleScorer(options, schema_for=schema_for, db_paths_for=db_paths_for)
     with tempfile.TemporaryDirectory(prefix="t2sql-score-") as tmp:
         metrics = evaluate_predictions(records(), iter(predictions), _Cfg(batch_size), tmp, scorer=scorer)
