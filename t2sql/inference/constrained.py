@@ -38,6 +38,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,15 +263,30 @@ class PrefixChecker:
         self.row = row
         self._prefix_memo: dict[str, bool] = {}
         self._complete_memo: dict[str, bool] = {}
+        # text -> (state before its last lexeme, where that lexeme begins, whether a blank precedes it)
+        self._anchors: dict[str, tuple[_State, int, bool]] = {}
+        self._partial_memo: dict[tuple, bool] = {}
+        self._cat_memo: dict[str, frozenset[str]] = {}
 
     # -- public ---------------------------------------------------------------------------------
-    def valid_prefix(self, text: str) -> bool:
-        """True when ``text`` can still be continued into a valid query (its last word may be unfinished)."""
+    def valid_prefix(self, text: str, parent: str | None = None) -> bool:
+        """True when ``text`` can still be continued into a valid query (its last word may be unfinished).
+
+        Args:
+            text: the text so far.
+            parent: a beginning of ``text`` checked before (the text one token earlier): the check
+                resumes where that one's last lexeme began instead of reading ``text`` from the start.
+        """
         got = self._prefix_memo.get(text)
         if got is None:
-            got = self._check(text, final=False) is not None
             if len(self._prefix_memo) > 50_000:
                 self._prefix_memo.clear()
+                self._anchors.clear()
+            start = self._anchors.get(parent) if parent is not None and text.startswith(parent) else None
+            st, anchor = self._check(text, final=False, start=start)
+            got = st is not None
+            if got:
+                self._anchors[text] = anchor
             self._prefix_memo[text] = got
         return got
 
@@ -278,30 +294,51 @@ class PrefixChecker:
         """True when ``text`` is a whole valid query: complete, parsed by sqlglot, columns of read tables."""
         got = self._complete_memo.get(text)
         if got is None:
-            st = self._check(text, final=True)
+            st, _ = self._check(text, final=True)
             got = st is not None and st.exp in ("after", "end") and len(st.levels) == 1 and not st.cases \
                 and st.levels[0].has_from and st.qualifiers <= st.declared | st.read and self._parses(text)
             self._complete_memo[text] = got
         return got
 
     # -- lexing and stepping --------------------------------------------------------------------
-    def _check(self, text: str, final: bool) -> _State | None:
-        lexemes = _lex(text)
+    def _check(self, text: str, final: bool, start: tuple[_State, int, bool] | None = None
+               ) -> tuple[_State | None, tuple[_State, int, bool] | None]:
+        """(state after ``text``, its anchor), or (None, None) when the grammar refuses ``text``.
+
+        ``start`` resumes from an anchor of a beginning of ``text``: the lexemes before the anchor's
+        position are complete whatever follows them, so only the rest is read again.
+        """
+        st, pos, prev_ws = (_State(), 0, False) if start is None else (start[0].copy(), start[1], start[2])
+        lexemes = _lex(text[pos:])
         if lexemes is None:
-            return None
-        st = _State()
+            return None, None
         last = len(lexemes) - 1
+        anchor = (st.copy(), pos, prev_ws) if last < 0 else None
         for i, (kind, value) in enumerate(lexemes):
+            if i == last and not final:  # a partial or blank last lexeme leaves the state as it is
+                anchor = (st.copy() if kind == "punct" else st, pos, prev_ws)
+            pos += len(value)
             if kind == "ws":
-                if i and lexemes[i - 1][0] == "ws":
-                    return None  # one space between lexemes: no runs of blanks to loop on
+                if prev_ws:
+                    return None, None  # one space between lexemes: no runs of blanks to loop on
+                prev_ws = True
                 continue
-            open_end = i == last and not final
-            if open_end and kind in ("word", "num", "sq", "dq", "bq", "op"):
-                return st if self._partial(st, kind, value) else None
+            prev_ws = False
+            if i == last and not final and kind in ("word", "num", "sq", "dq", "bq", "op"):
+                return (st, anchor) if self._partial_cached(st, kind, value) else (None, None)
             if not self._complete_lexeme_ok(kind, value) or not self._advance(st, kind, value):
-                return None
-        return st
+                return None, None
+        return st, anchor
+
+    def _partial_cached(self, st: _State, kind: str, value: str) -> bool:
+        key = (st.exp, tuple((x.kind, x.clause, x.has_from) for x in st.levels), st.prev, st.prev_cats,
+               st.prev_role, st.cases, frozenset(st.declared), kind, value)
+        got = self._partial_memo.get(key)
+        if got is None:
+            if len(self._partial_memo) > 50_000:
+                self._partial_memo.clear()
+            got = self._partial_memo[key] = self._partial(st, kind, value)
+        return got
 
     def _complete_lexeme_ok(self, kind: str, value: str) -> bool:
         if kind in ("sq", "dq"):
@@ -368,7 +405,11 @@ class PrefixChecker:
         lvl = st.levels[-1]
         e = st.exp
         up = value.upper() if kind == "word" else value
-        cats = self.row.categories(value) if kind == "word" else frozenset()
+        cats = frozenset()
+        if kind == "word":
+            cats = self._cat_memo.get(value)
+            if cats is None:
+                cats = self._cat_memo[value] = self.row.categories(value)
         role, st.prev_role = st.prev_role, ""
         prev_cats, st.prev_cats = st.prev_cats, frozenset()
         if e == "end":
@@ -740,13 +781,14 @@ class SQLConstraint:
         self.pad = tokenizer.pad_token_id
         self.checkers = [PrefixChecker(r) for r in rows]
         self.top_k = TOP_K if top_k is None else top_k
-        self.stats = {"steps": 0, "checked": 0, "fallbacks": 0}
+        #: rows x steps checked, candidates checked, fallbacks, and seconds spent masking
+        self.stats: dict[str, float] = {"steps": 0, "checked": 0, "fallbacks": 0, "seconds": 0.0}
         self.last_fallback = False
 
     def text(self, ids: Sequence[int]) -> str:
         """The text of generated ids (special tokens other than EOS write nothing)."""
-        pieces = self.pieces
-        return "".join(pieces[i] for i in ids if i != self.eos and i != self.pad)
+        pieces, n = self.pieces, len(self.pieces)
+        return "".join(pieces[i] for i in ids if i != self.eos and i != self.pad and i < n)
 
     def allowed(self, row: int, prefix: Sequence[int], ranked: Sequence[int], needed: int) -> list[int] | None:
         """The first ``needed`` valid ids of ``ranked`` (best first) after ``prefix`` for batch row ``row``.
@@ -765,13 +807,13 @@ class SQLConstraint:
         found: list[int] = []
         for tok in ranked[:self.top_k]:
             self.stats["checked"] += 1
-            if tok in self.banned:
+            if tok in self.banned or tok >= len(self.pieces):  # special, or an id past the tokenizer (t5's padding)
                 continue
             if tok == self.eos:
                 ok = checker.valid_complete(text)
             else:
                 piece = self.pieces[tok]
-                ok = bool(piece) and checker.valid_prefix(text + piece)
+                ok = bool(piece) and checker.valid_prefix(text + piece, parent=text)
             if ok:
                 found.append(tok)
                 if len(found) >= needed:
@@ -792,6 +834,7 @@ class SQLConstraint:
             rows: the batch row (index into this constraint's schemas) of each sequence.
             needed: valid tokens wanted per sequence (1 for greedy).
         """
+        t0 = time.perf_counter()
         k = min(self.top_k, logits.shape[1])
         top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
         for s in range(logits.shape[0]):
@@ -807,6 +850,7 @@ class SQLConstraint:
             kept = logits[s, keep].copy() - (FALLBACK_PENALTY if self.last_fallback else 0.0)
             logits[s, :] = -np.inf
             logits[s, keep] = kept
+        self.stats["seconds"] += time.perf_counter() - t0
         return logits
 
     def logits_processor(self, num_beams: int = 1):
@@ -832,6 +876,7 @@ class _Processor(_processor_base()):
         import torch
 
         c = self.constraint
+        t0 = time.perf_counter()
         k = min(c.top_k, scores.shape[1])
         top = torch.topk(scores, k, dim=1)
         ranked = top.indices.tolist()
@@ -853,4 +898,5 @@ class _Processor(_processor_base()):
             kept = scores[s, idx] - (FALLBACK_PENALTY if c.last_fallback else 0.0)
             out[s, :] = -float("inf")
             out[s, idx] = kept
+        c.stats["seconds"] += time.perf_counter() - t0
         return out
