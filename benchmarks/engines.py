@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from t2sql.databases.connections import Connection
     from t2sql.databases.dialects import KNOWN_DIFFERENCES
     from t2sql.databases.load import load_sqlite
+    from t2sql.evaluation.execution import execute
     from t2sql.evaluation.judge import ExampleScorer, ScoringOptions
+    from t2sql.evaluation.results import order_matters, results_match
 
     questions = json.loads((SAMPLE / "train_spider.json").read_text())
     if args.databases:
@@ -110,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
                 s_line, _ = sqlite_judge.score(record, pred_sqlite)
                 p_line, _ = pg_judge.score(record, pred_pg)
                 g_line, _ = pg_judge.score(record, q["query"])
+                g_sqlite = execute(record["db_path"], q["query"], timeout_s=args.timeout)
+                g_pg = pg_conns[d].execute(q["query"], read="sqlite", timeout_s=args.timeout)
+                same_rows = g_sqlite.ok and g_pg.ok and results_match(g_sqlite.rows, g_pg.rows,
+                                                                       order_matters=order_matters(q["query"]))
                 rows.append({"db_id": d, "question": q["question"], "gold": q["query"], "pred_sqlite": pred_sqlite,
                              "pred_pg": pred_pg, "sqlite": s_line["execution_match"] is True,
                              "pg": p_line["execution_match"] is True,
                              "pg_checked": p_line["execution_match"] is not None,
-                             "gold_on_pg": g_line["execution_match"], "gold_error_pg": g_line.get("gold_error"),
+                             "gold_on_pg": g_line["execution_match"], "same_gold_rows": same_rows, "gold_error_pg": g_line.get("gold_error"),
                              "pg_error": p_line.get("error"), "sqlite_error": s_line.get("error")})
             score_s = time.perf_counter() - t0
             sqlite_judge.close()
@@ -138,11 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':34} {'SQLite':>10} {'PostgreSQL':>12}")
     print(f"{'execution accuracy (model)':34} {ex_sqlite:>10.4f} {ex_pg:>12.4f}")
     print(f"{'execution accuracy (gold SQL)':34} {'1.0000':>10} {gold_pg:>12.4f}")
+    same_rows = [r for r in rows if r["same_gold_rows"]]
+    print(f"{'gold rows equal to SQLite rows':34} {'':>10} {len(same_rows):>6} / {n}")
     print(f"{'same verdict on both':34} {n - len(differ):>10} / {n}")
     if gold_fail:
         print("\ngold SQL that does not give the same result on PostgreSQL (or fails there):")
         for r in gold_fail[:20]:
             print(f"  [{r['db_id']}] {r['gold']}\n      {r['gold_error_pg'] or 'result differs'}")
+    other_rows = [r for r in rows if not r["same_gold_rows"]]
+    if other_rows:
+        print("\ngold SQL whose rows on PostgreSQL differ from SQLite's:")
+        for r in other_rows[:20]:
+            print(f"  [{r['db_id']}] {r['gold']}")
     if differ:
         print("\nquestions judged differently:")
         reasons = Counter()
@@ -155,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  - {item}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": name, "n": n, "ex_sqlite": ex_sqlite, "ex_postgres": ex_pg,
-                                               "gold_on_postgres": gold_pg, "differ": differ, "gold_fail": gold_fail},
+                                               "gold_on_postgres": gold_pg, "gold_rows_equal": len(same_rows), "differ": differ,
+                                               "gold_fail": gold_fail, "gold_rows_differ": other_rows},
                                               indent=2))
     return 0
 

@@ -36,7 +36,10 @@ KNOWN_DIFFERENCES = {
                  "text = text compares case-sensitively, as SQLite does; LIKE becomes ILIKE",
                  "ORDER BY puts NULLs last ascending (SQLite: first)",
                  "bare columns beside GROUP BY become MIN(column) (SQLite takes one row's value)",
-                 "comparisons of text with numbers fail (SQLite converts by affinity)"],
+                 "comparisons of text with numbers fail (SQLite converts by affinity); load-db stores text that is "
+                 "entirely numbers as numbers, so such columns show numbers",
+                 "ties under ORDER BY ... LIMIT and GROUP BY without ORDER BY may come back as other rows or in "
+                 "another order (neither engine promises one)"],
     "mysql": ["text = text compares by the column's collation (load-db: binary, as SQLite); LIKE on lower-cased text",
               "/ of integers gives a decimal (SQLite: integer division)",
               "recursive queries stop after max_recursive_iterations (1000) rows",
