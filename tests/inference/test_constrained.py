@@ -325,3 +325,34 @@ def test_end_of_sequence_only_after_a_whole_query(random_model):
     assert ends("SELECT COUNT(*) FROM t1 WHERE c2 = ' w3 '")
     assert not ends("SELECT c1 FROM t1 WHERE c1 IN (SELECT c3 FROM t2")
     assert ends("SELECT c1 FROM t1 WHERE c1 IN (SELECT c3 FROM t2)")
+
+
+def test_sentencepiece_style_pieces_split_words_and_are_still_accepted():
+    """A Unigram tokenizer with Metaspace pieces (as t5-small's) cuts keywords and placeholders into
+    pieces ('▁', 'SE', 'LE', 'C', 'T'); every gold target is still accepted token by token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    recorded = list(_recorded())
+    tk = Tokenizer(models.Unigram())
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Metaspace()
+    tk.train_from_iterator([r["source"] for _, r, _ in recorded] + [r["target"] for _, r, _ in recorded],
+                           trainers.UnigramTrainer(vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"],
+                                                   unk_token="<unk>"))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    pieces, _ = piece_texts(tok)
+    split = 0
+    for name, row, schema in recorded:
+        ids = tok(row["target"], add_special_tokens=False)["input_ids"]
+        assert "".join(pieces[i] for i in ids).strip() == tok.decode(ids).strip()
+        split += "SE" in tok.convert_ids_to_tokens(ids)
+        c = SQLConstraint(tok, [schema])
+        for k, nxt in enumerate(ids + [tok.eos_token_id]):
+            assert c.allowed(0, ids[:k], [tok.pad_token_id, nxt], 1) == [nxt] and not c.last_fallback, \
+                (name, row["id"], "".join(pieces[i] for i in ids[:k + 1]))
+    assert split > 0  # keywords really were cut into pieces
+    c = SQLConstraint(tok, [RowSchema.from_source(SOURCE, LINKED)])
+    prefix = tok("SELECT COUNT(*) FROM t1 WHERE c2 =", add_special_tokens=False)["input_ids"]
+    bad = tok(" w9", add_special_tokens=False)["input_ids"]
+    assert not c.checkers[0].valid_prefix(c.text(prefix + bad))  # a pointer past the 6 question words
