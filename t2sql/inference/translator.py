@@ -270,10 +270,17 @@ class Translator:
         schemas = self._schemas(pairs, sources)
         if not self.execution_guided:
             beams = max(self.num_beams, num_candidates)
-            ids = self.generate_ids(sources, num_candidates, beams, schemas)
+            ids = self._generate(sources, num_candidates, beams, schemas)
             texts = [[self._decode(c, p[0], p[1]) for c in cands] for p, cands in zip(pairs, ids)]
             return [t[0] for t in texts] if num_candidates == 1 else texts
         return self._translate_guided(pairs, sources, num_candidates, db_paths, schemas)
+
+    def _generate(self, sources: list[str], num_return_sequences: int, num_beams: int,
+                  schemas: list[Any] | None) -> list[list[list[int]]]:
+        """:meth:`generate_ids`, given the schemas only when decoding is constrained."""
+        if schemas is None:
+            return self.generate_ids(sources, num_return_sequences, num_beams)
+        return self.generate_ids(sources, num_return_sequences, num_beams, schemas)
 
     def _schemas(self, pairs: Sequence[Pair], sources: list[str]) -> list[Any] | None:
         """With constrained decoding, what each pair's output may name (from its question, context and input)."""
@@ -305,7 +312,7 @@ class Translator:
         from t2sql.inference.execution_guided import ExecutionChecker, GuidedStats, pick_runnable
 
         beams = max(self.num_beams if self.num_beams > 1 else GUIDED_DEFAULT_BEAMS, num_candidates)
-        ids = self.generate_ids(sources, beams, beams, schemas)
+        ids = self._generate(sources, beams, beams, schemas)
         checker, stats = ExecutionChecker(self.guided_timeout_s), GuidedStats()
         results: list = []
         try:

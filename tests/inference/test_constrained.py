@@ -274,6 +274,10 @@ def test_trained_model_outputs_all_parse_greedy_and_beam(trained_model):
         _check_outputs(tr, sources, beams)
     for sql in tr.translate(pairs):  # real names back: SQL that parses
         assert sqlglot.parse_one(sql, read="sqlite") is not None
+    guided = Translator(trained_model, "torch", constrained=True, execution_guided=True, num_beams=2, **kw)
+    for sql in guided.translate(pairs[:3]):  # execution-guided decoding over constrained beams
+        assert sqlglot.parse_one(sql, read="sqlite") is not None
+    assert guided.constraint_totals["steps"] > 0
     # On its own training questions the constraint leaves the (valid) gold answers alone.
     free = Translator(trained_model, "torch", **kw)
     same = sum(a == b for a, b in zip(free.translate(pairs[:8]), tr.translate(pairs[:8])))
