@@ -113,3 +113,24 @@ def test_csv_has_every_row_and_defuses_formulas():
     text = result_csv(["name", "n", "blob"], [("=cmd()", 1, b"\x00\x01"), (None, -2.5, None)])
     rows = list(csv.reader(io.StringIO(text)))
     assert rows == [["name", "n", "blob"], ["'=cmd()", "1", "0x0001"], ["", "-2.5", ""]]
+
+
+def test_sqlite_strings_and_blobs_are_capped_and_huge_padding_is_refused_at_once():
+    import time
+
+    from t2sql.evaluation.execution import MAX_VALUE_BYTES, connect_readonly, execute
+    from webui.testing import SPIDER_SAMPLE
+
+    conn = connect_readonly(SPIDER_SAMPLE / "database" / "student_1" / "student_1.sqlite")
+    try:
+        t0 = time.perf_counter()
+        r = execute(conn, "SELECT printf('%.*c', 900000000, 'x')", timeout_s=0.5)
+        assert not r.ok and r.error_kind == "denied" and time.perf_counter() - t0 < 0.5
+        r = execute(conn, "SELECT length(zeroblob(9999999)) + length(zeroblob(9999999) || zeroblob(9999999))",
+                    timeout_s=0.5)
+        assert not r.ok and "too big" in r.error and MAX_VALUE_BYTES < 2 * 9999999
+        r = execute(conn, "SELECT length(replace(hex(zeroblob(6000000)), '0', 'ab'))", timeout_s=2)
+        assert not r.ok and "too big" in r.error  # 24 MB built by a query: refused by the length cap
+        assert execute(conn, "SELECT length(hex(zeroblob(1000)))").rows == [(2000,)]
+    finally:
+        conn.close()

@@ -204,3 +204,24 @@ def test_an_admin_adds_a_connection_and_no_password_is_shown(gui, pg):
     assert r.json["rows"] == [[7]]
     assert client.post("/connections/musicals/delete").status_code == 302
     assert "musicals" not in {d["name"] for d in client.get("/api/databases").json["databases"]}
+
+
+def test_schema_and_question_values_come_from_the_server(pg):
+    from t2sql.data.schema import sqlite_create_tables
+    from t2sql.databases import introspect
+
+    template, srv = pg
+    conn = Connection(template.replace("{db_id}", "race_track"), password=srv.password)
+    try:
+        context = introspect.create_tables(conn, sample_values=2)
+        assert context.startswith("CREATE TABLE race (race_id NUMBER PRIMARY KEY /* 1, 2 */, name TEXT /* ")
+        assert "FOREIGN KEY (track_id) REFERENCES track(track_id)" in context
+        plain = introspect.create_tables(conn)
+        # the same tables, columns, types and keys as the SQLite file, names as PostgreSQL stores them
+        sqlite_text = sqlite_create_tables(SPIDER_SAMPLE / "database" / "race_track" / "race_track.sqlite")
+        assert plain.lower().replace('"', "") == sqlite_text.lower().replace('"', "").replace(
+            "track_id text", "track_id number")
+        hinted = introspect.with_question_values("Which races were held in class GT?", plain, conn)
+        assert "class TEXT /* 'GT' */" in hinted
+    finally:
+        conn.close()
