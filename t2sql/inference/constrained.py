@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -223,15 +224,17 @@ class _State:
     prev: str = ""  # the previous lexeme, upper-cased
     prev_cats: frozenset[str] = frozenset()
     prev_role: str = ""  # table: the previous word named a table in FROM/JOIN (an alias may follow)
-    declared: set[str] = field(default_factory=set)  # aliases given with AS (or after a table)
-    qualifiers: set[str] = field(default_factory=set)  # words written before a "."
-    read: set[str] = field(default_factory=set)  # tables named in FROM/JOIN
+    # Sets are replaced, never changed in place, so copies share them.
+    declared: frozenset[str] = frozenset()  # aliases given with AS (or after a table)
+    qualifiers: frozenset[str] = frozenset()  # words written before a "."
+    read: frozenset[str] = frozenset()  # tables named in FROM/JOIN
     cases: int = 0  # CASE expressions open
 
     def copy(self) -> "_State":
-        return _State([_Level(x.kind, x.clause, x.has_from) for x in self.levels], self.exp, self.prev,
-                      self.prev_cats, self.prev_role, set(self.declared), set(self.qualifiers), set(self.read),
-                      self.cases)
+        """An independent copy (only the innermost level is ever changed in place, so only it is copied)."""
+        last = self.levels[-1]
+        return _State(self.levels[:-1] + [_Level(last.kind, last.clause, last.has_from)], self.exp, self.prev,
+                      self.prev_cats, self.prev_role, self.declared, self.qualifiers, self.read, self.cases)
 
 
 def _closed(literal: str) -> bool:
@@ -332,7 +335,7 @@ class PrefixChecker:
 
     def _partial_cached(self, st: _State, kind: str, value: str) -> bool:
         key = (st.exp, tuple((x.kind, x.clause, x.has_from) for x in st.levels), st.prev, st.prev_cats,
-               st.prev_role, st.cases, frozenset(st.declared), kind, value)
+               st.prev_role, st.cases, st.declared, kind, value)
         got = self._partial_memo.get(key)
         if got is None:
             if len(self._partial_memo) > 50_000:
@@ -401,7 +404,7 @@ class PrefixChecker:
         if kind == "punct" and value == "(" and len(st.levels) > MAX_DEPTH:
             return False
         if kind == "punct" and value == "." and st.exp in ("after", "dot"):
-            st.qualifiers.add(st.prev.lower())
+            st.qualifiers = st.qualifiers | {st.prev.lower()}
         lvl = st.levels[-1]
         e = st.exp
         up = value.upper() if kind == "word" else value
@@ -575,13 +578,13 @@ class PrefixChecker:
                 lvl.clause, lvl.has_from, st.exp = 0, False, "setop"
                 return True
             if role == "table" and self._alias_ok(value, cats):  # FROM singer s
-                st.declared.add(value.lower())
+                st.declared = st.declared | {value.lower()}
                 return True
             return False
         if e == "table":
             if kind == "word" and "table" in cats:
                 st.exp, st.prev_role, st.prev_cats = "after", "table", cats
-                st.read.add(value.lower())
+                st.read = st.read | {value.lower()}
                 return True
             if kind == "punct" and value == "(":
                 st.levels.append(_Level("paren"))
@@ -590,7 +593,7 @@ class PrefixChecker:
             if (kind == "dq" and value[1:-1].lower() in self.row.table_names) or \
                     (kind == "bq" and self._name_ok(value, self.row.table_names)):
                 st.exp, st.prev_role = "after", "table"
-                st.read.add(value[1:-1].lower())
+                st.read = st.read | {value[1:-1].lower()}
                 return True
             return False
         if e == "by":
@@ -605,12 +608,12 @@ class PrefixChecker:
             return False
         if e == "alias":
             if kind == "word" and self._alias_ok(value, cats):
-                st.declared.add(value.lower())
+                st.declared = st.declared | {value.lower()}
                 st.exp = "after"
                 st.prev_cats = cats | {"alias"}
                 return True
             if kind in ("dq", "sq", "bq"):
-                st.declared.add(value[1:-1].lower())
+                st.declared = st.declared | {value[1:-1].lower()}
                 st.exp = "after"
                 return True
             return False
@@ -880,16 +883,16 @@ class _Processor(_processor_base()):
         k = min(c.top_k, scores.shape[1])
         top = torch.topk(scores, k, dim=1)
         ranked = top.indices.tolist()
-        finite = torch.isfinite(top.values).tolist()
+        values = top.values.float().tolist()
         ids = input_ids[:, 1:].tolist()
         out = scores
         for s, prefix in enumerate(ids):
             if c.eos in prefix:
                 continue
-            cand = [t for t, f in zip(ranked[s], finite[s]) if f]
-            if not cand:
+            pairs = [(t, v) for t, v in zip(ranked[s], values[s]) if math.isfinite(v)]
+            if not pairs:
                 continue
-            keep = c.allowed(s // self.num_beams, prefix, cand, self.num_beams)
+            keep = c.allowed(s // self.num_beams, prefix, [t for t, _ in pairs], self.num_beams)
             if keep is None:
                 continue
             if out is scores:
