@@ -54,6 +54,8 @@ MAX_CONCURRENT_QUERIES = 4
 MAX_RESULT_BYTES = 16 * 1024 * 1024
 #: Longest string or blob an engine may build (SQLite's SQLITE_LIMIT_LENGTH).
 MAX_VALUE_BYTES = 10 * 1024 * 1024
+#: Seconds a server's schema, sample values and value index stay cached.
+SCHEMA_CACHE_S = 600
 #: DuckDB's memory limit per database.
 DUCKDB_MEMORY_LIMIT = "256MB"
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -408,14 +410,15 @@ class Connection:
         return scrub(text, [self.password])
 
     def version(self) -> tuple:
-        """A value that changes when the database may have changed (file mtime/size; servers: per process)."""
+        """A value that changes when the database may have changed: a file's mtime and size; for servers
+        the current :data:`SCHEMA_CACHE_S` period, so a server's schema is read again at most that often."""
         if self.path is not None:
             try:
                 st = self.path.stat()
                 return (st.st_mtime_ns, st.st_size)
             except OSError:
                 return (0, 0)
-        return (0,)
+        return (int(time.time() // SCHEMA_CACHE_S),)
 
     def __repr__(self) -> str:  # never the password
         return f"Connection({self.masked_url!r}, name={self.name!r})"

@@ -62,10 +62,13 @@ def _rows(conn, sql: str, row_cap: int = 100_000) -> list[tuple]:
 
 
 def _cached(conn, key: tuple, build):
-    full = (key, conn.version())
+    version = conn.version()
+    full = (key, version)
     hit = conn._cache.get(full)
     if hit is None:
         hit = build()
+        for old in [k for k in conn._cache if k[0] == key and k[1] != version]:
+            conn._cache.pop(old, None)  # an older version of the same entry
         conn._cache[full] = hit
     return hit
 

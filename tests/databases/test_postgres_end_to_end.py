@@ -225,3 +225,29 @@ def test_schema_and_question_values_come_from_the_server(pg):
         assert "class TEXT /* 'GT' */" in hinted
     finally:
         conn.close()
+
+
+def test_eval_config_names_the_server_and_its_password_variable(pg, monkeypatch):
+    from t2sql.config import EvalConfig
+    from t2sql.evaluation.judge import ExampleScorer, ScoringOptions
+
+    template, srv = pg
+    cfg = EvalConfig(database_url=template, database_password_env="T2SQL_TEST_PG_PASSWORD")
+    monkeypatch.setenv("T2SQL_TEST_PG_PASSWORD", srv.password)
+    options = ScoringOptions.from_config(cfg)
+    assert options.database_url == template and srv.password not in repr(options)
+    scorer = ExampleScorer(options)
+    try:
+        record = {"db_id": "student_1", "question": "q", "answer": "SELECT count(*) FROM list",
+                  "db_path": "/nonexistent/student_1.sqlite"}  # the server is used, not the file
+        line, _ = scorer.score(record, "SELECT count(*) FROM list WHERE grade >= 0")
+        assert line["execution_match"] is True and line["eval_mode"] == "database"
+        line, _ = scorer.score(record, "SELECT count(*) FROM teachers")
+        assert line["execution_match"] is False
+        line, _ = scorer.score(record, "DELETE FROM list")
+        assert line["executed"] is False and line["error_category"] is not None
+    finally:
+        scorer.close()
+    monkeypatch.delenv("T2SQL_TEST_PG_PASSWORD")
+    with pytest.raises(ValueError, match="T2SQL_TEST_PG_PASSWORD"):
+        ScoringOptions.from_config(cfg)
