@@ -66,6 +66,7 @@ _LEX = re.compile(r"""(?P<ws>[ ])|(?P<sq>'(?:[^']|'')*'?)|(?P<dq>"(?:[^"]|"")*"?
     |(?P<num>\d+(?:\.\d*)?)|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<op><=|>=|<>|!=|==|\|\||[=<>+\-*/%!|])
     |(?P<punct>[(),.;])""", re.VERBOSE)
 _POINTER = re.compile(r"w(\d+)$")
+_SHORT_ALIAS = re.compile(r"[A-Za-z]{1,2}\d{0,2}$")
 _POINTER_LITERAL = re.compile(r"'\s+%?\s*(?:w\d*\s*)*%?\s*'?$")
 
 
@@ -83,7 +84,8 @@ class RowSchema:
         owners: column word (numbers as written, names lower-cased) -> the table words holding it.
         n_words: question words a pointer ``w<k>`` may name (0: pointers are not allowed).
         aliases: words usable as table aliases before their ``AS`` (``T1``.. in the linked format,
-            ``t1``/``T1``.. in the plain one), compared as written.
+            ``t1``/``T1``.. in the plain one), compared as written; without numbered tables any short
+            word (``a``, ``s2``) may be one too. An alias used must be declared by the end.
         restrict_names: False when no schema could be read: identifiers are then not restricted.
     """
 
@@ -123,8 +125,8 @@ class RowSchema:
         m = _POINTER.match(word)
         if m and 1 <= int(m.group(1)) <= self.n_words:
             cats.add("pointer")
-        if word in self.aliases:
-            cats.add("alias")
+        if word in self.aliases or (not self.tables and up not in KEYWORDS and _SHORT_ALIAS.match(word)):
+            cats.add("alias")  # names, not numbers: a short alias (T1, a, s2) may be used before its AS
         return frozenset(cats)
 
     def completions(self, partial: str, limit: int = 64) -> list[str]:

@@ -360,3 +360,23 @@ def test_sentencepiece_style_pieces_split_words_and_are_still_accepted():
     prefix = tok("SELECT COUNT(*) FROM t1 WHERE c2 =", add_special_tokens=False)["input_ids"]
     bad = tok(" w9", add_special_tokens=False)["input_ids"]
     assert not c.checkers[0].valid_prefix(c.text(prefix + bad))  # a pointer past the 6 question words
+
+
+PLAIN_CTX = ("CREATE TABLE singer (singer_id number, name text); "
+             "CREATE TABLE concert (concert_id number, singer_id number)")
+
+
+@pytest.mark.parametrize("text,prefix,complete", [
+    ("SELECT s.name FROM singer AS s", True, True),      # a short alias used before its AS
+    ("SELECT s.name FROM singer", True, False),          # ... must be declared by the end
+    ("SELECT s.name FROM singer s", True, True),
+    ("SELECT nme FROM singer", False, False),            # not a name of the context
+    ("SELECT name FROM singers", False, False),
+    ("SELECT a.name FROM singer AS a JOIN concert AS b ON a.singer_id = b.singer_id", True, True),
+    ("SELECT x.concert_id FROM singer AS x", True, False),  # concert_id is not a column of singer
+    ("SELECT count(*) FROM concert", True, True),
+])
+def test_plain_format_allows_the_context_names(text, prefix, complete):
+    checker = PrefixChecker(RowSchema.for_pair("q", PLAIN_CTX, build_source("q", PLAIN_CTX), None))
+    assert checker.valid_prefix(text) is prefix
+    assert checker.valid_complete(text) is complete
