@@ -185,6 +185,19 @@ class AnswerService:
         except (ConnectionConfigError, RuntimeError):
             return sql
 
+    def as_sqlite(self, target: Target, sql: str) -> str:
+        """SQL in the target's dialect written back in SQLite's (training records are SQLite-style); unchanged
+        for SQLite targets or SQL sqlglot cannot read."""
+        dialect = self.dialect(target)
+        if dialect == "sqlite" or not sql:
+            return sql
+        import sqlglot
+
+        try:
+            return sqlglot.transpile(sql, read=dialect, write="sqlite")[0]
+        except (sqlglot.errors.SqlglotError, IndexError, RecursionError):
+            return sql
+
     def remember_result(self, qid: int, sql: str, result: ExecResult) -> None:
         with self._lock:
             self._results[(qid, sql)] = result

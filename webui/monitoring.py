@@ -127,14 +127,19 @@ def training_records() -> list[dict]:
             target = svc.target(database=row["database"])
         except TargetError:
             continue  # the database was removed since
+        try:
+            context = svc.context(target, choice)
+        except TargetError:
+            continue  # a connection that cannot be read now
+        file_db = target.db is not None and target.db.path is not None
         records.append({
             "id": f"webui-{row['id']}",
             "question": row["question"],
-            "context": svc.context(target, choice),
-            "answer": row["corrected_sql"],
+            "context": context,
+            "answer": svc.as_sqlite(target, row["corrected_sql"]),  # server dialects back to SQLite's
             "db_id": target.db.name if target.db else None,
-            "db_path": str(target.db.path) if target.db else None,
-            "source": "spider" if target.db else "create_context",
+            "db_path": str(target.db.path) if file_db else None,
+            "source": "spider" if file_db else "create_context",
         })
     return records
 
@@ -152,7 +157,7 @@ def scenario_yaml(database: str) -> str:
 
     svc = service()
     db = svc.catalog.get(database)
-    if db is None:
+    if db is None or db.path is None:  # scenarios name SQLite files; server connections have none
         return ""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{database}.yaml"

@@ -60,13 +60,14 @@ def save(qid: int):
         flash(f"Question {qid}: the gold SQL must run on {row['database']}: {res.error}", "error")
         return redirect(url_for("review.index"))
     by = f"admin:{current_admin()}"
-    if target.db is not None:
+    if target.db is not None and target.db.path is not None:
         append_scenario_example(scenario_path(target.db.name), name=f"webui-{target.db.name}",
                                 database=str(target.db.path), question=row["question"], gold_sql=gold,
                                 category=category, model_sql=row["sql"] or None)
         where = f"scenario file webui-{target.db.name}.yaml"
     else:
-        where = "the training export (a pasted schema has no database for an evaluation scenario)"
+        where = ("the training export (a pasted schema or a server connection has no SQLite file for an "
+                 "evaluation scenario)")
     svc.store.mark_reviewed(qid, gold_sql=gold, category=category, by=by)
     flash(f"Question {qid} saved to {where}.", "success")
     return redirect(url_for("review.index"))

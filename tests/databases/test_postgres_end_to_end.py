@@ -251,3 +251,15 @@ def test_eval_config_names_the_server_and_its_password_variable(pg, monkeypatch)
     monkeypatch.delenv("T2SQL_TEST_PG_PASSWORD")
     with pytest.raises(ValueError, match="T2SQL_TEST_PG_PASSWORD"):
         ScoringOptions.from_config(cfg)
+
+
+def test_corrections_on_a_server_are_exported_in_sqlite_dialect(gui):
+    client, _ = gui
+    loc = client.post("/ask", data={"question": "Which students are called Mad...?", "database": "school"}).headers[
+        "Location"]
+    fixed = "SELECT lastname FROM list WHERE lastname ILIKE 'mad%'"
+    client.post(f"{loc}/run", data={"sql": fixed, "action": "save"})
+    lines = [json.loads(x) for x in client.get("/monitoring/export/training.jsonl").get_data(as_text=True).splitlines()]
+    mine = [x for x in lines if x["question"] == "Which students are called Mad...?"]
+    assert mine and mine[0]["answer"] == "SELECT lastname FROM list WHERE LOWER(lastname) LIKE LOWER('mad%')"
+    assert mine[0]["db_path"] is None and mine[0]["context"].startswith("CREATE TABLE list")
