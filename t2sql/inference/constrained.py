@@ -609,7 +609,7 @@ class PrefixChecker:
                 return True
             return False
         if e == "alias":
-            if kind == "word" and self._alias_ok(value, cats):
+            if kind == "word" and self._alias_ok(value, cats, explicit=True):
                 st.declared = st.declared | {value.lower()}
                 st.exp = "after"
                 st.prev_cats = cats | {"alias"}
@@ -681,13 +681,15 @@ class PrefixChecker:
             return False
         return False
 
-    def _alias_ok(self, word: str, cats: frozenset[str]) -> bool:
-        """A new alias: not a keyword or function; with numbered items, one of the row's aliases
-        (``T1``..), never a number of the item kinds (``c12``, ``t3``, ``w4``)."""
+    def _alias_ok(self, word: str, cats: frozenset[str], explicit: bool = False) -> bool:
+        """A new alias: not a keyword or function. With numbered items, one of the row's aliases
+        (``T1``..), or after ``AS`` a short one (``t1`` of a target written with real names), never
+        a column or question-word number."""
         if cats & {"kw", "func"}:
             return False
         if self.row.tables:
-            return word in self.row.aliases
+            return word in self.row.aliases or (explicit and bool(_SHORT_ALIAS.match(word))
+                                                and not cats & {"column", "pointer"})
         return True
 
     def _name_ok(self, quoted: str, names: frozenset[str]) -> bool:
@@ -721,7 +723,8 @@ class PrefixChecker:
             owners = row.owners.get(col.name) or row.owners.get(col.name.lower())
             if not owners:
                 continue  # an output alias or an unrestricted name
-            aliases: dict[str, str] = {}
+            aliases: dict[str, str] = {}  # as written first (T1 is not t1), then lower-cased
+            loose: dict[str, str] = {}
             read: set[str] = set()
             decidable = True
             for select in _enclosing_selects(col):
@@ -733,12 +736,14 @@ class PrefixChecker:
                         continue
                     name = s.name if s.name in row.tables else s.name.lower()
                     read.add(name)
-                    aliases.setdefault((s.alias or s.name).lower(), name)
-                    aliases.setdefault(s.name.lower(), name)
+                    aliases.setdefault(s.alias or s.name, name)
+                    aliases.setdefault(s.name, name)
+                    loose.setdefault((s.alias or s.name).lower(), name)
+                    loose.setdefault(s.name.lower(), name)
             if not decidable:
                 continue
             if col.table:
-                table = aliases.get(col.table.lower())
+                table = aliases.get(col.table) or loose.get(col.table.lower())
                 if table is not None and table not in owners:
                     return False
             elif read and not read & owners:

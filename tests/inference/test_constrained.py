@@ -380,3 +380,28 @@ def test_plain_format_allows_the_context_names(text, prefix, complete):
     checker = PrefixChecker(RowSchema.for_pair("q", PLAIN_CTX, build_source("q", PLAIN_CTX), None))
     assert checker.valid_prefix(text) is prefix
     assert checker.valid_complete(text) is complete
+
+
+@pytest.mark.parametrize("config", ["quickstart", "spider_cpu", "create_context_cpu", "techniques"])
+def test_every_training_target_of_the_spider_sample_is_accepted(config):
+    """All 1,486 questions of the Spider sample under each shipped config: every target the format can
+    write (those training learns from) is accepted character by character, and as a whole."""
+    from t2sql.config import load_config
+    from t2sql.data.sources import load_spider
+    from t2sql.prompt import question_context, training_target
+
+    os.environ.setdefault("T2SQL_DATA_DIR", str(ROOT / "data"))
+    opts = load_config(ROOT / "configs" / f"{config}.yaml").prompt
+    checked = 0
+    for rec in load_spider(str(SAMPLE))[0]:
+        ctx = question_context(rec["question"], rec["context"], rec.get("db_path"), opts)
+        target = training_target(rec["answer"], rec["question"], ctx, opts)
+        if target is None:
+            continue
+        checker = PrefixChecker(RowSchema.for_pair(rec["question"], ctx, build_source(rec["question"], ctx, opts), opts))
+        refused = next((target[:i] for i in range(1, len(target) + 1)
+                        if not checker.valid_prefix(target[:i], parent=target[:i - 1])), None)
+        assert refused is None, (rec["id"], refused, target)
+        assert checker.valid_complete(target), (rec["id"], target)
+        checked += 1
+    assert checked > 1000
