@@ -134,3 +134,20 @@ def test_sqlite_strings_and_blobs_are_capped_and_huge_padding_is_refused_at_once
         assert execute(conn, "SELECT length(hex(zeroblob(1000)))").rows == [(2000,)]
     finally:
         conn.close()
+
+
+def test_a_password_can_come_from_the_secrets_file(tmp_path):
+    from t2sql.databases.connections import read_secrets
+
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text("sales: 'p@ss w0rd'\n")
+    spec = ConnectionSpec("sales", "postgresql+psycopg://ro@127.0.0.1/sales", password_secret="sales")
+    password = spec.password(read_secrets(secrets))
+    conn = Connection(spec.url, password=password)
+    assert conn.url.password == "p@ss w0rd" and "p@ss" not in conn.masked_url
+    assert "p@ss" not in conn.scrub("FATAL: password 'p@ss w0rd' / p%40ss%20w0rd rejected")
+    with pytest.raises(ConnectionConfigError, match="secret 'other'"):
+        ConnectionSpec("x", spec.url, password_secret="other").password(read_secrets(secrets))
+    secrets.write_text("- not a mapping\n")
+    with pytest.raises(ConnectionConfigError, match="must map names to passwords"):
+        read_secrets(secrets)

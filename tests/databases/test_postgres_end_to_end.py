@@ -193,6 +193,9 @@ def test_an_admin_adds_a_connection_and_no_password_is_shown(gui, pg):
     wrong = client.post("/connections", data={"name": "wrongpw", "url": template.replace("{db_id}", "musical"),
                                               "password_env": "PATH"})
     assert wrong.status_code == 400 and "does not open" in wrong.get_data(as_text=True)
+    import os
+
+    assert os.environ["PATH"] not in wrong.get_data(as_text=True)  # the wrong password is not echoed
     ok = client.post("/connections", data={"name": "musicals", "url": template.replace("{db_id}", "musical"),
                                            "password_env": "T2SQL_TEST_PG_PASSWORD"})
     assert ok.status_code == 302
