@@ -164,6 +164,14 @@ def test_the_engine_answers_reads(env, engine):
     client, _ = env
     r = _query(client, "SELECT count(*) FROM list")
     assert r.status_code == 200 and r.json["rows"] == [[60]]
+    dialect = {"mariadb": "mysql"}.get(engine.name, engine.name)
+    for question in ("How many students are there?", "Report the number of students in each classroom.",
+                     "Find the last names of all the teachers that teach GELL TAMI."):
+        t = client.post("/api/translate", json={"question": question, "database": "student_1"}).json
+        assert t["executes"] is True and t["dialect"] == dialect, (engine.name, t)
+    q = client.post("/api/query", json={"sql": "SELECT classroom, count(*) FROM list GROUP BY classroom",
+                                        "database": "student_1"}).json
+    assert q["chart"] == "bar" and sum(r[1] for r in q["rows"]) == 60
     assert client.get("/api/databases").json["databases"] == [
         {"name": "student_1", "uploaded": False, "engine": {"mariadb": "mysql"}.get(engine.name, engine.name)}]
 
