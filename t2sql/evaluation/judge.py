@@ -161,6 +161,8 @@ class ExampleScorer:
     def _runners(self, record: dict[str, Any]) -> list[tuple[str, Callable[[], Callable[[str], ExecResult]]]]:
         """Where the example's SQL runs: the server of ``database_url``, else each SQLite file."""
         if self.options.database_url:
+            if not record.get("db_id"):
+                return []  # a schema-only record: checked on generated databases as before
             return [("server", lambda: self._server_runner(record)[1])]
         opts = self.options
         paths = [p for p in self.db_paths_for(record) if p and os.path.isfile(p)]

@@ -151,3 +151,33 @@ def test_a_password_can_come_from_the_secrets_file(tmp_path):
     secrets.write_text("- not a mapping\n")
     with pytest.raises(ConnectionConfigError, match="must map names to passwords"):
         read_secrets(secrets)
+
+
+def test_ask_on_a_duckdb_file(tmp_path, capsys):
+    from cli import main
+    from t2sql.databases.load import load_sqlite
+    from webui.testing import SPIDER_SAMPLE
+
+    db = tmp_path / "school.duckdb"
+    load_sqlite(SPIDER_SAMPLE / "database" / "student_1" / "student_1.sqlite", f"duckdb:///{db}")
+    before = db.read_bytes()
+    assert main(["ask", "--sql", "SELECT grade, count(*) FROM list GROUP BY grade ORDER BY grade", "--db", str(db),
+                 "--chart", str(tmp_path / "c.svg")]) == 0
+    out = capsys.readouterr().out
+    assert "SQL (duckdb)" in out and "(7 rows)" in out and (tmp_path / "c.svg").read_text().startswith("<svg")
+    assert main(["ask", "--sql", "SELECT * FROM read_csv('/etc/passwd')", "--db", f"duckdb:///{db}"]) == 1
+    assert "table functions" in capsys.readouterr().err
+    assert main(["ask", "--sql", "DELETE FROM list", "--db", str(db)]) == 1
+    assert db.read_bytes() == before
+
+
+def test_schema_only_records_are_not_sent_to_the_server():
+    from t2sql.evaluation.judge import ExampleScorer, ScoringOptions
+
+    scorer = ExampleScorer(ScoringOptions(database_url="postgresql+psycopg://u@127.0.0.1:1/{db_id}", fuzz_databases=1))
+    try:
+        line, _ = scorer.score({"question": "q", "answer": "SELECT count(*) FROM t",
+                                "context": "CREATE TABLE t (x NUMBER)"}, "SELECT count(*) FROM t")
+    finally:
+        scorer.close()
+    assert line["eval_mode"] == "fuzz" and line["execution_match"] is True
