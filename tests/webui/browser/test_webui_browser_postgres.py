@@ -1,6 +1,7 @@
 """A real headless Chromium asks a question about a PostgreSQL database, sees the chart and downloads the CSV.
 
     .venv/bin/pytest tests/webui/browser -m browser
+    T2SQL_SCREENSHOT_DIR=docs/screenshots .venv/bin/pytest tests/webui/browser -m browser -k postgres   # docs image
 
 Needs Debian's chromium at /usr/bin/chromium and PostgreSQL (``apt-get install -y chromium postgresql``).
 """
@@ -8,6 +9,7 @@ Needs Debian's chromium at /usr/bin/chromium and PostgreSQL (``apt-get install -
 from __future__ import annotations
 
 import csv
+import os
 import threading
 from pathlib import Path
 
@@ -82,6 +84,8 @@ def test_a_postgres_answer_shows_a_chart_and_downloads_a_csv(browser, server, tm
         assert chart.locator("rect.bar").count() == 12
         box = chart.bounding_box()
         assert box and box["width"] > 200 and box["height"] > 100  # drawn, not hidden
+        if os.environ.get("T2SQL_SCREENSHOT_DIR"):
+            page.screenshot(path=str(Path(os.environ["T2SQL_SCREENSHOT_DIR"]) / "chart.png"), full_page=True)
         with page.expect_download() as info:
             page.click("#csv-download")
         path = tmp_path / "rows.csv"
