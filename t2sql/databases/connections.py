@@ -487,7 +487,11 @@ class Connection:
         source = sqlglot_dialect(read or self.dialect)
         tree = self.guard(sql, read=source)
         if source == self.dialect:
-            return sql.strip().rstrip(";").strip() if self.dialect != "sqlite" else sql
+            if self.dialect == "sqlite":  # sqlite3 runs one statement at most, under the reads-only authorizer
+                return sql
+            # servers run the statement as sqlglot read it, so no text its parser saw differently (a
+            # second statement hidden in a string's escapes or a comment) reaches the server
+            return tree.sql(dialect=self.dialect)
         if names is None:
             from t2sql.databases.introspect import stored_names
 
