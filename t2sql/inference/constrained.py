@@ -67,6 +67,7 @@ _LEX = re.compile(r"""(?P<ws>[ ])|(?P<sq>'(?:[^']|'')*'?)|(?P<dq>"(?:[^"]|"")*"?
     |(?P<punct>[(),.;])""", re.VERBOSE)
 _POINTER = re.compile(r"w(\d+)$")
 _SHORT_ALIAS = re.compile(r"[A-Za-z]{1,2}\d{0,2}$")
+_ITEM_NUMBER = re.compile(r"[tcw]\d+$")
 _POINTER_LITERAL = re.compile(r"'\s+%?\s*(?:w\d*\s*)*%?\s*'?$")
 
 
@@ -683,13 +684,14 @@ class PrefixChecker:
 
     def _alias_ok(self, word: str, cats: frozenset[str], explicit: bool = False) -> bool:
         """A new alias: not a keyword or function. With numbered items, one of the row's aliases
-        (``T1``..), or after ``AS`` a short one (``t1`` of a target written with real names), never
-        a column or question-word number."""
+        (``T1``..), or after ``AS`` a short one (``a``; ``t1`` of a target written with real names,
+        a shown table number), never another item number (``c12``, ``w4``, ``t9``)."""
         if cats & {"kw", "func"}:
             return False
         if self.row.tables:
-            return word in self.row.aliases or (explicit and bool(_SHORT_ALIAS.match(word))
-                                                and not cats & {"column", "pointer"})
+            if word in self.row.aliases or (explicit and word in self.row.tables):
+                return True
+            return explicit and bool(_SHORT_ALIAS.match(word)) and not _ITEM_NUMBER.match(word)
         return True
 
     def _name_ok(self, quoted: str, names: frozenset[str]) -> bool:
