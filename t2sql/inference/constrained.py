@@ -394,7 +394,23 @@ class PrefixChecker:
         # A word: itself or one of its completions must fit.
         if self._advance(st.copy(), "word", value):
             return True
-        return any(self._advance(st.copy(), "word", w) for w in self.row.completions(value) if w != value)
+        low = value.lower()
+        if any(d.startswith(low) for d in st.declared):  # an alias given earlier (ORDER BY total)
+            if any(self._advance(st.copy(), "word", d) for d in st.declared if d.startswith(low)):
+                return True
+        tried: set = set()
+        for word in self.row.completions(value):
+            cats = self._cat_memo.get(word)
+            if cats is None:
+                cats = self._cat_memo[word] = self.row.categories(word)
+            # Items of one kind (c1..c400) fare alike in the grammar: one of each kind is tried.
+            key = word.upper() if cats & {"kw", "func", "type"} or not cats else cats
+            if word == value or key in tried:
+                continue
+            tried.add(key)
+            if self._advance(st.copy(), "word", word):
+                return True
+        return False
 
     def _advance(self, st: _State, kind: str, value: str) -> bool:
         """Take one complete lexeme; False when the grammar refuses it here."""
@@ -683,15 +699,15 @@ class PrefixChecker:
         return False
 
     def _alias_ok(self, word: str, cats: frozenset[str], explicit: bool = False) -> bool:
-        """A new alias: not a keyword or function. With numbered items, one of the row's aliases
-        (``T1``..), or after ``AS`` a short one (``a``; ``t1`` of a target written with real names,
-        a shown table number), never another item number (``c12``, ``w4``, ``t9``)."""
-        if cats & {"kw", "func"}:
+        """A new alias: not a keyword (nor, without ``AS``, a function). With numbered items, one of the row's aliases
+        (``T1``..), or after ``AS`` any other name (``total``; ``t1`` of a target written with real
+        names, a shown table number), never another item number (``c12``, ``w4``, ``t9``)."""
+        if "kw" in cats or ("func" in cats and not explicit):  # AS total, AS count: function names may be aliases
             return False
         if self.row.tables:
             if word in self.row.aliases or (explicit and word in self.row.tables):
                 return True
-            return explicit and bool(_SHORT_ALIAS.match(word)) and not _ITEM_NUMBER.match(word)
+            return explicit and not _ITEM_NUMBER.match(word)
         return True
 
     def _name_ok(self, quoted: str, names: frozenset[str]) -> bool:

@@ -137,6 +137,7 @@ def test_rows_read_what_the_input_shows():
     "SELECT c1 FROM t1 WHERE c2 = 3 ?",              # not SQL
     "SELECT c1 FROM t1 WHERE c2 = 'a' ; SELECT",     # a second statement
     "SELECT c1 FROM t2 c9",                          # an item number as an alias
+    "SELECT COUNT(*) AS c7 FROM t1",                 # ... even after AS
     "SELECT c1 FROM t1 WHERE c2 = 1  AND",           # runs of blanks
     "SELECT c1 FROM t1 WHERE c2 = 1\x1f",            # control characters
     "SELECT c1 FROM t1 WHERE THEN",                  # THEN outside CASE
@@ -157,6 +158,7 @@ def test_invalid_prefixes_are_rejected(text):
     ("SELECT c2 FROM t1 WHERE NOT c1 IN (SELECT c3 FROM t2)", True),
     ("SELECT c2 FROM t1 WHERE c1 IN (SELECT c3 FROM t2", False),
     ("SELECT c2, COUNT(*) FROM t1 GROUP BY c2 HAVING COUNT(*) >= 3", True),
+    ("SELECT COUNT(*) AS total FROM t1 ORDER BY total", True),
 ])
 def test_valid_prefixes_are_accepted(text, complete):
     checker = PrefixChecker(RowSchema.from_source(SOURCE, LINKED))
@@ -375,6 +377,9 @@ PLAIN_CTX = ("CREATE TABLE singer (singer_id number, name text); "
     ("SELECT a.name FROM singer AS a JOIN concert AS b ON a.singer_id = b.singer_id", True, True),
     ("SELECT x.concert_id FROM singer AS x", True, False),  # concert_id is not a column of singer
     ("SELECT count(*) FROM concert", True, True),
+    ("SELECT count(*) AS total FROM singer ORDER BY tot", True, False),  # an output alias, being written
+    ("SELECT count(*) AS total FROM singer ORDER BY total", True, True),
+    ("SELECT count(*) AS total FROM singer ORDER BY tox", False, False),
 ])
 def test_plain_format_allows_the_context_names(text, prefix, complete):
     checker = PrefixChecker(RowSchema.for_pair("q", PLAIN_CTX, build_source("q", PLAIN_CTX), None))
