@@ -279,13 +279,18 @@ class Registry:
         return (None if mv is None else str(mv.version)), len(self._versions())
 
     def model_dir(self, run_id: str) -> Path:
-        """The local directory of a registered run's model (downloaded once from a remote store)."""
+        """The local directory of a registered run's model: its run directory where this machine wrote it,
+        else its artifacts (downloaded once from a remote store)."""
         mv = self._version_of(run_id)
         if mv is None:
             raise RegistryError(f"unknown run {run_id!r} in {self.tracking_uri}")
         return self._materialize(mv)
 
     def _materialize(self, mv) -> Path:
+        run_id = mv.tags.get(RUN_TAG)
+        written = self.root / run_id / "model" if run_id else None
+        if written is not None and written.is_dir():
+            return written  # the run directory this machine wrote and registered: the same files
         local = _local_path(mv.source)
         if local is not None and local.is_dir():
             return local

@@ -69,6 +69,7 @@ def _defaults(instance: Path) -> dict[str, Any]:
         "MODEL_REF": os.environ.get("T2SQL_MODEL", "champion"),
         # Callable(model_dir: Path) -> object with translate_one(question, context) -> (sql, ms).
         "TRANSLATOR_FACTORY": None,
+        "REGISTRY_CHECK_S": 1.0,  # seconds between two looks at the registry for a new champion
         # Intra-op threads of the model (default: physical cores); 1 suits a busy shared machine.
         "TRANSLATOR_THREADS": _int_env("T2SQL_MODEL_THREADS"),
         "TRANSLATOR_MAX_NEW_TOKENS": _int_env("T2SQL_MAX_NEW_TOKENS") or 128,
@@ -153,7 +154,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     translators = TranslatorPool(
         app.config["REGISTRY_ROOT"], app.config["MODEL_REF"], factory=app.config["TRANSLATOR_FACTORY"],
         threads=app.config["TRANSLATOR_THREADS"], max_new_tokens=app.config["TRANSLATOR_MAX_NEW_TOKENS"],
-        max_models=app.config["MODEL_CACHE_SIZE"],
+        max_models=app.config["MODEL_CACHE_SIZE"], check_every_s=app.config["REGISTRY_CHECK_S"],
     )
     app.extensions["t2sql.store"] = store
     app.extensions["t2sql.answers"] = AnswerService(

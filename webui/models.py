@@ -98,6 +98,7 @@ def promote(run_id: str):
         return redirect(url_for("models.index"))
     try:
         registry().promote(run_id, reason=reason, by=f"admin:{current_admin()}")
+        current_app.extensions["t2sql.answers"].translators.invalidate()
     except RegistryError as exc:
         flash(str(exc), "error")
         return redirect(url_for("models.index"))

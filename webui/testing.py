@@ -174,6 +174,7 @@ def app_settings(tmp: str | Path, **overrides) -> dict:
         "SECRET_KEY": "test-secret",
         "REGISTRY_ROOT": str(tmp / "runs"),
         "TRANSLATOR_FACTORY": LookupTranslator.factory(),
+        "REGISTRY_CHECK_S": 0.0,  # a promotion made by a test through another Registry is seen at once
         "ADMIN_PASSWORD": _test_password_hash(),
         "PREFECT_API_URL": None,
         "QUERY_TIMEOUT_S": 1.0,

@@ -153,8 +153,9 @@ class TranslatorPool:
 
     def __init__(self, registry_root: str | os.PathLike[str], model_ref: str = "champion", *,
                  factory: Callable[[Path], SupportsTranslateOne] | None = None, threads: int | None = None,
-                 max_new_tokens: int = 128, max_models: int = 2):
+                 max_new_tokens: int = 128, max_models: int = 2, check_every_s: float = 1.0):
         self.registry = Registry(registry_root)
+        self.check_every_s = check_every_s
         self.model_ref = model_ref
         self.factory = factory or self._default_factory
         self.threads = threads
@@ -176,14 +177,16 @@ class TranslatorPool:
 
         return Translator(model_dir, num_threads=self.threads, max_new_tokens=self.max_new_tokens)
 
-    #: Seconds between two looks at the registry for a new champion.
-    CHECK_EVERY_S = 1.0
+    def invalidate(self) -> None:
+        """Look at the registry again on the next question (a promotion made in this process)."""
+        with self._lock:
+            self._checked = None
 
     def _index_signature(self) -> Any:
-        """(champion version, number of versions) of the registry, looked up at most once a second."""
+        """(champion version, number of versions) of the registry, looked up at most every ``check_every_s``."""
         now = time.monotonic()
         with self._lock:
-            if self._checked is not None and now - self._checked[0] < self.CHECK_EVERY_S:
+            if self._checked is not None and now - self._checked[0] < self.check_every_s:
                 return self._checked[1]
         try:
             sig = self.registry.signature()

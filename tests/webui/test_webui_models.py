@@ -57,7 +57,7 @@ def test_admin_promotes_a_run_and_new_questions_use_it(app, client, tmp_path):
     assert r.status_code == 302
     reg = Registry(tmp_path / "runs")
     assert reg.champion() == "run-b"
-    last = reg.read_index()["decisions"][-1]
+    last = reg.decisions()[-1]
     assert last["run_id"] == "run-b" and last["by"] == "admin:admin" and last["reason"] == "better execution accuracy"
     r = client.post("/api/translate", json={"question": "How many students are there?", "database": "student_1"})
     assert r.json["model"] == "run-b" and r.json["cached"] is False  # picked up without a restart

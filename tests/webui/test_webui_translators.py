@@ -30,7 +30,7 @@ class CountingFactory:
 def test_models_load_lazily_once_and_follow_the_champion(tmp_path):
     reg = make_registry(tmp_path / "runs", with_model=False)
     factory = CountingFactory()
-    pool = TranslatorPool(reg.root, factory=factory)
+    pool = TranslatorPool(reg.root, factory=factory, check_every_s=0)
     assert pool.current().label == "run-a" and factory.loads == []  # nothing loaded until asked
     ctx = "CREATE TABLE list (x TEXT)"
     assert pool.translate("How many students are there?", ctx)[2] == "run-a"
@@ -41,6 +41,16 @@ def test_models_load_lazily_once_and_follow_the_champion(tmp_path):
     assert label == "run-b" and factory.loads == ["run-a", "run-b"]
     reg.promote("run-a", reason="back", by="test")
     assert pool.translate("q", ctx)[2] == "run-a" and factory.loads == ["run-a", "run-b"]  # still cached
+
+
+def test_the_registry_is_looked_at_again_after_the_interval_or_an_invalidation(tmp_path):
+    reg = make_registry(tmp_path / "runs", with_model=False)
+    pool = TranslatorPool(reg.root, factory=CountingFactory(), check_every_s=60)
+    assert pool.translate("q", "CREATE TABLE t (x)")[2] == "run-a"
+    reg.promote("run-b", reason="elsewhere", by="test")
+    assert pool.translate("q", "CREATE TABLE t (x)")[2] == "run-a"  # not looked at again within the interval
+    pool.invalidate()
+    assert pool.translate("q", "CREATE TABLE t (x)")[2] == "run-b"
 
 
 def test_concurrent_first_requests_load_the_model_once(tmp_path):
@@ -106,7 +116,7 @@ def test_a_failing_batch_fails_every_question_in_it(tmp_path):
 def test_cache_keeps_at_most_max_models(tmp_path):
     runs = {f"run-{c}": {"execution_accuracy": 0.1} for c in "abc"}
     reg = make_registry(tmp_path / "runs", runs=runs, with_model=False)
-    pool = TranslatorPool(reg.root, factory=CountingFactory(), max_models=2)
+    pool = TranslatorPool(reg.root, factory=CountingFactory(), max_models=2, check_every_s=0)
     for run in ("run-a", "run-b", "run-c"):
         reg.promote(run, reason="t", by="t")
         pool.translate("q", "CREATE TABLE t (x)")
