@@ -88,6 +88,9 @@ class RowSchema:
             ``t1``/``T1``.. in the plain one), compared as written; without numbered tables any short
             word (``a``, ``s2``) may be one too. An alias used must be declared by the end.
         restrict_names: False when no schema could be read: identifiers are then not restricted.
+        check_owners: whether a whole query's columns must belong to tables it reads; False where the
+            prompt format makes each SELECT read the tables of its columns on output (``fix_tables``):
+            its targets name a column's table only through the repair.
     """
 
     tables: frozenset[str] = frozenset()
@@ -98,6 +101,7 @@ class RowSchema:
     n_words: int = 0
     aliases: frozenset[str] = frozenset()
     restrict_names: bool = True
+    check_owners: bool = True
 
     @functools.cached_property
     def vocabulary(self) -> list[tuple[str, str, bool]]:
@@ -162,12 +166,12 @@ class RowSchema:
         return _for_pair("", "", source or "", _prompt_key(prompt))
 
 
-def _prompt_key(prompt) -> tuple[str, bool, bool]:
+def _prompt_key(prompt) -> tuple[str, bool, bool, bool]:
     if prompt is None:
-        return ("plain", False, False)
+        return ("plain", False, False, False)
     options = prompt.options
-    return (prompt.format, bool(getattr(options, "placeholders", False)), bool(getattr(options, "value_pointers",
-                                                                                       False)))
+    return (prompt.format, bool(getattr(options, "placeholders", False)),
+            bool(getattr(options, "value_pointers", False)), bool(getattr(options, "fix_tables", False)))
 
 
 _SEGMENT = re.compile(r"(?:^|\s\|\s)(t\d+)\b(.*?)(?=\s\|\st\d+\b|$)")
@@ -175,10 +179,10 @@ _SHOWN_COLUMN = re.compile(r"(?:\s:\s|\s,\s)(c\d+)\b")
 
 
 @functools.lru_cache(maxsize=4096)
-def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bool]) -> RowSchema:
+def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bool, bool]) -> RowSchema:
     from t2sql.linking.schema import parse_context
 
-    fmt, placeholders, pointers = key
+    fmt, placeholders, pointers, tables_fixed = key
     if not context and fmt == "plain":
         context = source.split(" schema: ", 1)[1] if " schema: " in source else ""
     schema = parse_context(context) if context else None
@@ -208,7 +212,7 @@ def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bo
         aliases = frozenset(x for i in range(1, 10) for x in (f"T{i}", f"t{i}"))
     restrict = bool(tables or table_names)
     return RowSchema(frozenset(tables), frozenset(columns), table_names, column_names,
-                     {k: frozenset(v) for k, v in owners.items()}, n_words, aliases, restrict)
+                     {k: frozenset(v) for k, v in owners.items()}, n_words, aliases, restrict, not tables_fixed)
 
 
 # -- the incremental grammar ---------------------------------------------------------------------
@@ -726,7 +730,7 @@ class PrefixChecker:
         trees = [t for t in trees if t is not None]
         if len(trees) != 1 or not isinstance(trees[0], (exp.Select, exp.Union, exp.Intersect, exp.Except)):
             return False
-        return self._columns_of_read_tables(trees[0])
+        return self._columns_of_read_tables(trees[0]) if self.row.check_owners else True
 
     def _columns_of_read_tables(self, tree) -> bool:
         """Each column belongs to a table its SELECT (or an enclosing one) reads, where decidable."""
