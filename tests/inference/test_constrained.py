@@ -173,6 +173,10 @@ def test_end_needs_columns_of_the_tables_read():
     assert checker.valid_complete("SELECT c4 FROM t1 JOIN t2")
     assert checker.valid_complete("SELECT c1 FROM t1 WHERE c1 IN (SELECT c3 FROM t2)")
     assert not checker.valid_complete("SELECT c1 FROM t2 WHERE c1 IN (SELECT c3 FROM t2)")
+    # A format that reads each column's table on output (fix_tables) writes a column without its table.
+    fixed = PrefixChecker(RowSchema.from_source(SOURCE, LINKED.replace(fix_tables=True)))
+    assert fixed.valid_complete("SELECT c4 FROM t1") and fixed.valid_complete("SELECT c2 FROM t1 ORDER BY c3 DESC")
+    assert not fixed.valid_complete("SELECT c4 FROM t1 WHERE")  # the rest of the grammar still holds
 
 
 def _recorded():
