@@ -91,6 +91,9 @@ class RowSchema:
         check_owners: whether a whole query's columns must belong to tables it reads; False where the
             prompt format makes each SELECT read the tables of its columns on output (``fix_tables``):
             its targets name a column's table only through the repair.
+        numeric_words: the pointers ``w<k>`` whose question word is a number (holds a digit, or is a
+            number word): a bare pointer compared with ``<``, ``>``, ``<=``, ``>=`` or after ``LIMIT``
+            must name one of them.
     """
 
     tables: frozenset[str] = frozenset()
@@ -102,6 +105,7 @@ class RowSchema:
     aliases: frozenset[str] = frozenset()
     restrict_names: bool = True
     check_owners: bool = True
+    numeric_words: frozenset[int] = frozenset()
 
     @functools.cached_property
     def vocabulary(self) -> list[tuple[str, str, bool]]:
@@ -174,6 +178,17 @@ def _prompt_key(prompt) -> tuple[str, bool, bool, bool]:
             bool(getattr(options, "value_pointers", False)), bool(getattr(options, "fix_tables", False)))
 
 
+_POINTED_WORD = re.compile(r"(?:^|\s)w(\d+)\s(\S+)")
+_NUMBER_WORDS = frozenset("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+                          "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
+                          "eighty ninety hundred thousand million billion".split())
+_ORDER_OPS = frozenset({"<", ">", "<=", ">="})
+
+
+def _is_number_word(word: str) -> bool:
+    return any(ch.isdigit() for ch in word) or word.lower().strip(".,;:!?") in _NUMBER_WORDS
+
+
 _SEGMENT = re.compile(r"(?:^|\s\|\s)(t\d+)\b(.*?)(?=\s\|\st\d+\b|$)")
 _SHOWN_COLUMN = re.compile(r"(?:\s:\s|\s,\s)(c\d+)\b")
 
@@ -196,6 +211,7 @@ def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bo
     tables: set[str] = set()
     columns: set[str] = set()
     n_words = 0
+    numeric: frozenset[int] = frozenset()
     if fmt == "linked" and placeholders:
         cut = re.search(r"\s\|\s(?=t\d+\b)", source)
         question_part, schema_part = (source[:cut.start()], source[cut.start():]) if cut else (source, "")
@@ -207,12 +223,14 @@ def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bo
                 owners.setdefault(cm.group(1), set()).add(tid)
         if pointers:
             n_words = len(re.findall(r"(?:^|\s)w\d+\s", question_part + " "))
+            numeric = frozenset(int(k) for k, word in _POINTED_WORD.findall(question_part) if _is_number_word(word))
         aliases = frozenset(f"T{i}" for i in range(1, 10))
     else:
         aliases = frozenset(x for i in range(1, 10) for x in (f"T{i}", f"t{i}"))
     restrict = bool(tables or table_names)
     return RowSchema(frozenset(tables), frozenset(columns), table_names, column_names,
-                     {k: frozenset(v) for k, v in owners.items()}, n_words, aliases, restrict, not tables_fixed)
+                     {k: frozenset(v) for k, v in owners.items()}, n_words, aliases, restrict, not tables_fixed,
+                     numeric)
 
 
 # -- the incremental grammar ---------------------------------------------------------------------
@@ -359,6 +377,10 @@ class PrefixChecker:
             return value not in ("!", "|")
         return True
 
+    def _numeric_pointer(self, word: str) -> bool:
+        m = _POINTER.match(word)
+        return m is not None and int(m.group(1)) in self.row.numeric_words
+
     def _literal_ok(self, value: str) -> bool:
         """A pointer literal (``' w9 w13 '``) names question words that exist."""
         if not self.row.n_words or value[0] != "'" or not _POINTER_LITERAL.match(value):
@@ -409,6 +431,8 @@ class PrefixChecker:
                 cats = self._cat_memo[word] = self.row.categories(word)
             # Items of one kind (c1..c400) fare alike in the grammar: one of each kind is tried.
             key = word.upper() if cats & {"kw", "func", "type"} or not cats else cats
+            if "pointer" in cats:  # pointers to numbers and to other words fare differently after < >
+                key = (cats, self._numeric_pointer(word))
             if word == value or key in tried:
                 continue
             tried.add(key)
@@ -471,6 +495,8 @@ class PrefixChecker:
                 if "kw" in cats and not cats & {"column", "table", "pointer", "alias"}:
                     return False
                 st.prev_cats = cats
+                if cats == {"pointer"} and st.prev in _ORDER_OPS and not self._numeric_pointer(value):
+                    return False  # an order comparison with a question word that is not a number
                 if cats & {"column", "pointer"} or value.lower() in st.declared:
                     st.exp = "after"
                     return True
@@ -625,7 +651,7 @@ class PrefixChecker:
                 return True
             return False
         if e == "number":
-            if kind == "num" or (kind == "word" and "pointer" in cats):
+            if kind == "num" or (kind == "word" and "pointer" in cats and self._numeric_pointer(value)):
                 st.exp = "after"
                 return True
             return False

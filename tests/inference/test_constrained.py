@@ -154,7 +154,7 @@ def test_invalid_prefixes_are_rejected(text):
     ("SELECT c1 FROM t1 WHERE c2 = ' w6 '", True),
     ("SELECT COUNT(DISTINCT c1) FROM t1", True),
     ("SELECT T1. c1 FROM t1 AS T1 JOIN t1 AS T2", True),
-    ("SELECT c4 FROM t1 JOIN t2 WHERE c1 > w6 ORDER BY c4 DESC LIMIT 1", True),
+    ("SELECT c4 FROM t1 JOIN t2 WHERE c1 > 5 ORDER BY c4 DESC LIMIT 1", True),
     ("SELECT c2 FROM t1 WHERE NOT c1 IN (SELECT c3 FROM t2)", True),
     ("SELECT c2 FROM t1 WHERE c1 IN (SELECT c3 FROM t2", False),
     ("SELECT c2, COUNT(*) FROM t1 GROUP BY c2 HAVING COUNT(*) >= 3", True),
@@ -164,6 +164,17 @@ def test_valid_prefixes_are_accepted(text, complete):
     checker = PrefixChecker(RowSchema.from_source(SOURCE, LINKED))
     assert checker.valid_prefix(text)
     assert checker.valid_complete(text) is complete
+
+
+def test_an_order_comparison_points_only_at_a_number_of_the_question():
+    source = ("question: w1 Singers w2 older w3 than w4 30 w5 or w6 more w7 ? | t1 singer [E] : c1 name , c2 age")
+    checker = PrefixChecker(RowSchema.from_source(source, LINKED))
+    assert checker.valid_complete("SELECT c1 FROM t1 WHERE c2 > w4")
+    assert not checker.valid_prefix("SELECT c1 FROM t1 WHERE c2 > w6 ")  # "more" is not a value to compare
+    assert not checker.valid_prefix("SELECT c1 FROM t1 WHERE c2 >= w1 ")
+    assert checker.valid_complete("SELECT c1 FROM t1 WHERE c1 = ' w6 '")  # equality with any words stays open
+    assert checker.valid_complete("SELECT c1 FROM t1 ORDER BY c2 LIMIT w4")
+    assert not checker.valid_prefix("SELECT c1 FROM t1 ORDER BY c2 LIMIT w2 ")
 
 
 def test_end_needs_columns_of_the_tables_read():
