@@ -62,19 +62,6 @@ class SourceConfig(Strict):
         return self
 
 
-class SyntheticConfig(Strict):
-    """Synthetic training questions over the training split's databases (t2sql.data.synthetic)."""
-
-    templates_per_database: int = Field(
-        default=0, ge=0,
-        description="Questions drawn per training database from templates of frequent query shapes, filled with "
-        "its tables, columns and stored values (0: none).")
-    value_swaps: int = Field(
-        default=0, ge=0,
-        description="Copies of each training question whose query compares a column with a string the question "
-        "quotes, with another stored value of that column (0: none).")
-
-
 class DataConfig(Strict):
     """Which sources to load, how to split them, and how Spider schemas are written as context."""
 
@@ -91,7 +78,6 @@ class DataConfig(Strict):
     )
     with_types: bool = True
     sample_values: int = Field(default=0, ge=0, description="Sample values per column appended to the schema.")
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
 
 class ModelConfig(Strict):

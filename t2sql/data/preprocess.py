@@ -137,14 +137,6 @@ def prepare_data(data_cfg, out_dir: str | os.PathLike[str], seed: int) -> dict[s
         splits[where[key]].append(rec)
         groups[where[key]].add(key)
 
-    synthetic_stats = None
-    synth = getattr(data_cfg, "synthetic", None)
-    if synth is not None and (synth.templates_per_database or synth.value_swaps):
-        from t2sql.data.synthetic import synthesize
-
-        extra, synthetic_stats = synthesize(splits["train"], synth.templates_per_database, synth.value_swaps, seed)
-        splits["train"].extend(extra)
-
     paths = {s: out / f"{s}.jsonl" for s in SPLITS}
     for s in SPLITS:
         write_jsonl(paths[s], splits[s])
@@ -162,7 +154,6 @@ def prepare_data(data_cfg, out_dir: str | os.PathLike[str], seed: int) -> dict[s
         "rejects": len(rejects),
         "duplicates": sum(s["duplicates"] for s in source_stats),
         "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
-        "synthetic": synthetic_stats,
         "splits": {
             s: {"records": len(splits[s]), "groups": len(groups[s]),
                 "by_source": dict(sorted(Counter(r["source"] for r in splits[s]).items()))}
