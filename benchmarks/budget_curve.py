@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -43,12 +45,8 @@ def read_run(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     report = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").is_file() else {}
     history = report.get("history") or []
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
-    minutes = None
-    for line in config.splitlines():
-        if line.strip().startswith("max_minutes:"):
-            value = line.split(":", 1)[1].strip()
-            minutes = None if value in ("null", "") else float(value)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    minutes = ((config or {}).get("train") or {}).get("max_minutes")
     return {"run_dir": str(run_dir), "minutes": minutes,
             "steps": max((int(row.get("step") or 0) for row in history), default=None),
             "best_val_loss": min((row["val_loss"] for row in history if row.get("val_loss") is not None), default=None),
