@@ -70,7 +70,9 @@ def plot(points: list[dict], path: Path) -> None:
                        ("execution_accuracy_informative", "EX, gold not empty/zero"),
                        ("execution_success_rate", "SQL that runs")):
         ax.plot(xs, [p[key] for p in pts], marker="o", label=label)
+    ax.axhline(0.30, color="grey", linestyle="--", linewidth=1, label="goal: 0.30 EX")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
     ax.set_xlabel("training budget (minutes, 2 CPU cores)")
     ax.set_ylim(0, 1)
