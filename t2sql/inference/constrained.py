@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from t2sql.data.schema import too_many_joins
+
 #: Candidates checked per row and step before falling back to the unconstrained best token.
 TOP_K = 16
 #: Subtracted from the score of a token kept only because no checked one was valid: in beam search a
@@ -306,6 +308,8 @@ class PrefixChecker:
                 resumes where that one's last lexeme began instead of reading ``text`` from the start.
         """
         got = self._prefix_memo.get(text)
+        if got is None and too_many_joins(text):
+            got = self._prefix_memo[text] = False  # a chain no query needs, and one the end check cannot parse
         if got is None:
             if len(self._prefix_memo) > 50_000:
                 self._prefix_memo.clear()
@@ -748,6 +752,9 @@ class PrefixChecker:
     def _parses(self, text: str) -> bool:
         import sqlglot
         from sqlglot import exp
+
+        if too_many_joins(text):  # sqlglot's join parsing recurses per JOIN: a degenerate chain never ends
+            return False
 
         try:
             trees = sqlglot.parse(text, read="sqlite")

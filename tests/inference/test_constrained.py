@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,15 @@ def test_an_order_comparison_points_only_at_a_number_of_the_question():
     assert checker.valid_complete("SELECT c1 FROM t1 WHERE c1 = ' w6 '")  # equality with any words stays open
     assert checker.valid_complete("SELECT c1 FROM t1 ORDER BY c2 LIMIT w4")
     assert not checker.valid_prefix("SELECT c1 FROM t1 ORDER BY c2 LIMIT w2 ")
+
+
+def test_a_degenerate_join_chain_is_refused_before_it_is_parsed():
+    checker = PrefixChecker(RowSchema.from_source(SOURCE, LINKED))
+    chain = "SELECT c2 FROM t1" + " JOIN t2" * 12
+    assert checker.valid_complete(chain)
+    started = time.perf_counter()
+    assert not checker.valid_prefix(chain + " JOIN t2") and not checker.valid_complete(chain + " JOIN t2" * 40)
+    assert time.perf_counter() - started < 1.0  # sqlglot is never handed the chain
 
 
 def test_end_needs_columns_of_the_tables_read():
