@@ -120,21 +120,23 @@ class Registry:
                 raise
             return exp.experiment_id
 
-    def _versions(self) -> list:
+    def _versions(self, run_id: str | None = None) -> list:
+        """The model's versions; with ``run_id``, only that run's (filtered by the store)."""
         from mlflow.exceptions import MlflowException
 
+        query = f"name='{self.model_name}'"
+        if run_id is not None:
+            query += f" and tags.`{RUN_TAG}` = '{run_id.replace(chr(39), chr(39) * 2)}'"
         try:
-            return list(self.client.search_model_versions(f"name='{self.model_name}'"))
+            return list(self.client.search_model_versions(query))
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code):
                 return []
             raise RegistryError(f"cannot read the model registry at {self.tracking_uri}: {exc}") from exc
 
     def _version_of(self, run_id: str):
-        for mv in self._versions():
-            if mv.tags.get(RUN_TAG) == run_id:
-                return mv
-        return None
+        found = [mv for mv in self._versions(run_id) if mv.tags.get(RUN_TAG) == run_id]
+        return found[0] if found else None
 
     def _champion_version(self):
         from mlflow.exceptions import MlflowException

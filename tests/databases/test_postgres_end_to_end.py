@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
