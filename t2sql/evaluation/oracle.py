@@ -11,56 +11,11 @@ measures both on the same model and test set.
 
 from __future__ import annotations
 
-import sqlglot
-from sqlglot import exp
-
 from t2sql.data.schema import quote_identifier
 from t2sql.linking import Schema, parse_context
+from t2sql.linking.reads import gold_items
 
-
-def gold_items(sql: str, context: str) -> tuple[list[str], set[tuple[str, str]]]:
-    """The tables (schema order) and (table, column) pairs of ``context`` that ``sql`` reads.
-
-    A column named with a table or alias belongs to that table; an unqualified one to every table
-    the query reads that has it. The keys joining two read tables are read too, and a table none of
-    whose columns is named (``SELECT count(*) FROM t``) keeps its first column, so it can be shown.
-
-    Raises:
-        ValueError: ``sql`` does not parse, or reads no table of the schema.
-    """
-    schema = parse_context(context)
-    try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
-    except sqlglot.errors.ParseError as exc:
-        raise ValueError(f"gold query does not parse: {exc}") from None
-    by_name = {t.name.lower(): t for t in schema.tables}
-    aliases: dict[str, str] = {}
-    read: set[str] = set()
-    for node in tree.find_all(exp.Table):
-        table = by_name.get(node.name.lower())
-        if table is None:
-            continue
-        read.add(table.name)
-        aliases[node.alias_or_name.lower()] = table.name
-        aliases[node.name.lower()] = table.name
-    if not read:
-        raise ValueError("gold query reads no table of the schema")
-    columns: set[tuple[str, str]] = set()
-    for node in tree.find_all(exp.Column):
-        name = node.name.lower()
-        owners = [aliases[node.table.lower()]] if node.table and node.table.lower() in aliases else sorted(read)
-        for owner in owners:
-            for col in by_name[owner.lower()].columns:
-                if col.name.lower() == name:
-                    columns.add((col.table, col.name))
-    for (t1, c1), (t2, c2) in schema.foreign_keys:
-        if t1 in read and t2 in read:
-            columns.update({(t1, c1), (t2, c2)})
-    for name in read:
-        if not any(t == name for t, _ in columns):
-            first = by_name[name.lower()].columns[0]
-            columns.add((first.table, first.name))
-    return [t.name for t in schema.tables if t.name in read], columns
+__all__ = ["gold_items", "gold_only_context", "render_context", "schema_shown"]
 
 
 def _column_sql(col, samples: bool) -> str:
@@ -96,3 +51,43 @@ def gold_only_context(sql: str, context: str) -> str:
     tables, columns = gold_items(sql, context)
     return render_context(parse_context(context), tables, columns)
 
+
+def schema_shown(records, prompt) -> dict[str, float]:
+    """How much of each gold query's schema the linked format's input shows (``linked_tables_only`` /
+    ``linked_columns_only`` / the schema ranker), over records with question, context, answer and db_path.
+
+    Returns ``questions`` (those whose gold query names a column of the schema), ``all_gold_shown``
+    (share whose every named column and read table is shown), ``gold_column_recall`` (share of named
+    columns shown), ``columns_shown`` and ``tables_shown`` (means).
+
+    Raises:
+        ValueError: ``prompt`` is not of the linked format.
+    """
+    from t2sql.prompt import question_context
+    from t2sql.prompts.linked import view
+
+    if prompt.format != "linked":
+        raise ValueError(f"schema_shown needs the linked prompt format, not {prompt.format!r}")
+    n = full = gold_total = gold_hit = cols = tabs = 0
+    for rec in records:
+        context = question_context(rec["question"], rec["context"], rec.get("db_path"), prompt)
+        try:
+            tables, columns = gold_items(rec["answer"], context, join_keys=False, first_column=False)
+        except ValueError:
+            continue
+        if not columns:
+            continue
+        lay = view(rec["question"], context, prompt.options)
+        shown_tables = {name.lower() for name in lay.tables.values()}
+        shown = {(t.lower(), c.lower()) for k, (t, c) in lay.columns.items() if k not in lay.hidden}
+        gold = {(t.lower(), c.lower()) for t, c in columns}
+        n += 1
+        full += gold <= shown and all(t.lower() in shown_tables for t in tables)
+        gold_total += len(gold)
+        gold_hit += len(gold & shown)
+        cols += len(shown)
+        tabs += len(shown_tables)
+    if not n:
+        raise ValueError("schema_shown: no record has a gold query naming a column of its schema")
+    return {"questions": n, "all_gold_shown": full / n, "gold_column_recall": gold_hit / gold_total,
+            "columns_shown": cols / n, "tables_shown": tabs / n}
