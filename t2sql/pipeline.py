@@ -108,17 +108,21 @@ def schema_ranker(cfg: PipelineConfig, data: dict[str, Any]) -> dict[str, Any]:
     key = fingerprint(data.get("fingerprint") or data["train"], cfg.ranker.model_dump(mode="json"),
                       cfg.prompt.question_values, FORMAT_VERSION)
     out = work_dir(cfg) / "ranker" / key
-    done = out / "ranker.json"
+    prompt = cfg.prompt
+    path, stats_file = out / "ranker.joblib", out / "stats.json"
+    if not (path.is_file() and stats_file.is_file()):
+        records = [{**r, "context": question_context(r["question"], r["context"], r.get("db_path"), prompt)}
+                   for r in read_jsonl(data["train"])]
+        ranker = train_ranker(records, encoder=cfg.ranker.encoder, max_questions=cfg.ranker.max_questions,
+                              seed=cfg.ranker.seed, progress=True)
+        ranker.save(path)
+        atomic_write_json(stats_file, ranker.stats)
+    # The recall report depends on how many columns are shown; the ranker itself does not.
+    done = out / f"validation-k{prompt.ranked_columns}.json"
     if done.is_file():
         return json.loads(done.read_text())
-    prompt = cfg.prompt
-    records = [{**r, "context": question_context(r["question"], r["context"], r.get("db_path"), prompt)}
-               for r in read_jsonl(data["train"])]
-    ranker = train_ranker(records, encoder=cfg.ranker.encoder, max_questions=cfg.ranker.max_questions,
-                          seed=cfg.ranker.seed, progress=True)
-    path = ranker.save(out / "ranker.joblib")
     validation = list(read_jsonl(data["validation"]))
-    result = {"path": str(path), "stats": ranker.stats, "ranked_columns": prompt.ranked_columns,
+    result = {"path": str(path), "stats": json.loads(stats_file.read_text()), "ranked_columns": prompt.ranked_columns,
               "validation": {"rules": schema_shown(validation, prompt.replace(ranked_columns=0)),
                              "ranker": schema_shown(validation, prompt.replace(ranker=str(path)))}}
     atomic_write_json(done, result)

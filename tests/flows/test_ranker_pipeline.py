@@ -24,7 +24,7 @@ def test_pipeline_trains_the_ranker_and_the_model_serves_with_it(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     result = t2sql_pipeline(config_path=str(path))
 
-    rankers = list((tmp_path / "work" / "ranker").glob("*/ranker.json"))
+    rankers = list((tmp_path / "work" / "ranker").glob("*/validation-k2.json"))
     assert len(rankers) == 1
     info = json.loads(rankers[0].read_text())
     assert 50 <= info["stats"]["questions"] <= 60 and info["ranked_columns"] == 2  # of 60 drawn, those with a gold column
@@ -41,7 +41,13 @@ def test_pipeline_trains_the_ranker_and_the_model_serves_with_it(tmp_path):
                                  "CREATE TABLE club (Club_ID NUMBER, Club_Name TEXT, Region TEXT, Start_year NUMBER)")])[0]
     assert isinstance(sql, str) and sql
 
-    # A second run with the same data takes the ranker from its cache (no second training).
-    stamp = rankers[0].stat().st_mtime_ns
+    # A second run with the same data takes the ranker from its cache (no second training); another
+    # number of ranked columns reuses the ranker and writes its own validation report.
+    trained = rankers[0].parent / "ranker.joblib"
+    stamp = trained.stat().st_mtime_ns
     t2sql_pipeline(config_path=str(path))
-    assert rankers[0].stat().st_mtime_ns == stamp
+    path.write_text(yaml.safe_dump({**cfg, "prompt": {**PROMPT, "ranked_columns": 3}}))
+    t2sql_pipeline(config_path=str(path))
+    assert trained.stat().st_mtime_ns == stamp
+    report = json.loads((rankers[0].parent / "validation-k3.json").read_text())
+    assert report["ranked_columns"] == 3 and report["path"] == str(trained)
