@@ -161,3 +161,19 @@ def test_ranker_files_fail_clearly(tmp_path):
                                                           "ranked_columns": 2}), model)
     with pytest.raises(ValueError, match="ranked_columns needs linked_columns_only"):
         PromptOptions.model_validate({**LINKED, "linked_columns_only": False, "ranked_columns": 2})
+
+
+def test_encoder_matches_sentence_transformers_and_is_unit_length():
+    """The embeddings are all-MiniLM-L6-v2's own (mean pooling, normalised), as sentence-transformers gives them."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from t2sql.linking.ranker import SentenceEncoder, resolve_encoder
+
+    texts = ["how many singers", "singer id", "concert name", "average age"]
+    ours = SentenceEncoder("all-MiniLM-L6-v2").encode(texts)
+    reference = SentenceTransformer(resolve_encoder("all-MiniLM-L6-v2"), device="cpu").encode(texts)
+    assert ours.shape == (4, 384)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(ours, reference / np.linalg.norm(reference, axis=1, keepdims=True), atol=1e-4)
+    assert float(ours[0] @ ours[1]) > float(ours[0] @ ours[3])  # "singer id" is nearer "how many singers"

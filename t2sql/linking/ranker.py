@@ -93,8 +93,11 @@ class SentenceEncoder:
         self.dim = int(self.model.config.hidden_size)
 
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Embeddings of ``texts`` (rows, unit length, float32)."""
-        todo = sorted({t for t in texts if t not in self._cache}, key=len)
+        """Embeddings of ``texts`` (rows, unit length, float32); safe to call from several threads."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = {t: v for t in texts if (v := self._cache.get(t)) is not None}
+        todo = sorted({t for t in texts if t not in vectors}, key=len)
         torch = self._torch
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
@@ -105,12 +108,11 @@ class SentenceEncoder:
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
+            vectors.update(zip(chunk, pooled))
             if len(self._cache) + len(chunk) > self._cache_size:
-                self._cache.clear()
+                self._cache = {}
             self._cache.update(zip(chunk, pooled))
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._cache[t] for t in texts])
+        return np.stack([vectors[t] for t in texts])
 
 
 @functools.lru_cache(maxsize=4)
