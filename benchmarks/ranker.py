@@ -8,7 +8,7 @@ how many columns it shows, on the same test questions.
 ``--data`` is a prepared data folder (``train.jsonl``, ``test.jsonl``: what ``t2sql run`` writes under
 ``work_dir/data/<key>``). The ranker is trained on ``train.jsonl`` (or read from ``--ranker``), with
 each question's context written as the prompt reads it (stored values the question names). For the
-rules alone and for the rules plus the ranker's k best columns, it prints side by side on
+rules alone and for the rules plus the ranker's k best columns that the input hides, it prints side by side on
 ``test.jsonl``: the share of questions whose every gold column and table is shown, the share of gold
 columns shown, columns and tables shown per question, and the ranker's training and scoring time. The
 last line is one JSON object.
@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> dict:
         path = str(ranker.save(out / "ranker.joblib").resolve())
         print(f"trained on {ranker.stats['questions']} questions ({ranker.stats['columns']} columns) in "
               f"{train_s:.0f} s: {path}", flush=True)
-    load_ranker(path)
+    ranker = load_ranker(path)
     rows = {"rules": schema_shown(test, prompt)}
     score_s = {}
     for k in [int(x) for x in args.k.split(",") if x.strip()]:
         t0 = time.perf_counter()
-        rows[f"rules+ranker@{k}"] = schema_shown(test, prompt.replace(ranker=path, ranked_columns=k))
+        rows[f"rules+ranker@{k}"] = schema_shown(test, prompt, ranker, k)
         score_s[k] = (time.perf_counter() - t0) / max(1, len(test))
     print(f"{'':18} {'all gold shown':>15} {'gold columns':>13} {'columns':>8} {'tables':>7}")
     for name, r in rows.items():

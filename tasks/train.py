@@ -1,4 +1,4 @@
-"""Model tasks: the schema ranker, the shared base model and one fine-tune per technique."""
+"""Model tasks: the shared base model and one fine-tune per technique."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ from t2sql import pipeline
 from t2sql.config import TechniqueSpec, TrainConfig, load_config
 from t2sql.prompt import PromptOptions
 from tasks.common import CACHED
-
-
-@task(name="schema-ranker", retries=1, retry_delay_seconds=10, **CACHED)
-def schema_ranker(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """Train the learned schema ranker once per data version (its file, counts and validation recall)."""
-    return pipeline.schema_ranker(load_config(raw=config), data)
 
 
 @task(name="base-model", retries=2, retry_delay_seconds=[10, 60], **CACHED)

@@ -52,9 +52,11 @@ def gold_only_context(sql: str, context: str) -> str:
     return render_context(parse_context(context), tables, columns)
 
 
-def schema_shown(records, prompt) -> dict[str, float]:
+def schema_shown(records, prompt, ranker=None, k: int = 0) -> dict[str, float]:
     """How much of each gold query's schema the linked format's input shows (``linked_tables_only`` /
-    ``linked_columns_only`` / the schema ranker), over records with question, context, answer and db_path.
+    ``linked_columns_only``), over records with question, context, answer and db_path; with a schema
+    ranker (:class:`t2sql.linking.ranker.SchemaRanker`), as if its ``k`` best columns that the input
+    hides (and their tables) were shown too.
 
     Returns ``questions`` (those whose gold query names a column of the schema), ``all_gold_shown``
     (share whose every named column and read table is shown), ``gold_column_recall`` (share of named
@@ -79,7 +81,12 @@ def schema_shown(records, prompt) -> dict[str, float]:
             continue
         lay = view(rec["question"], context, prompt.options)
         shown_tables = {name.lower() for name in lay.tables.values()}
-        shown = {(t.lower(), c.lower()) for k, (t, c) in lay.columns.items() if k not in lay.hidden}
+        shown = {(t.lower(), c.lower()) for cid, (t, c) in lay.columns.items() if cid not in lay.hidden}
+        if ranker is not None and k and lay.hidden:
+            best = ranker.top(rec["question"], lay.schema, len(shown) + k)
+            extra = [key for key in best if key not in shown][:k]
+            shown |= set(extra)
+            shown_tables |= {t for t, _ in extra}
         gold = {(t.lower(), c.lower()) for t, c in columns}
         n += 1
         full += gold <= shown and all(t.lower() in shown_tables for t in tables)

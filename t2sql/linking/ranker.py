@@ -17,9 +17,11 @@ gradient-boosted classifier (scikit-learn) learns from the training questions wh
 names the column. Training embeds a few thousand questions once (a few minutes on two cores) and
 fits in seconds; scoring one question embeds its spans (names are cached).
 
-The linked prompt format shows the ``ranked_columns`` best columns beside those the rules mark
-(``prompt.ranker``); :func:`t2sql.evaluation.oracle.schema_shown` measures how often every gold
-column is then shown, and how many columns are.
+:func:`t2sql.evaluation.oracle.schema_shown` measures how often the linked format's input shows every
+gold column, by the rules alone or with the ranker's k best columns added; ``benchmarks/ranker.py``
+prints both. Measured through the pipeline as a prompt option (the ranker's best columns shown to the
+model), it raised that share from 70% to 95% and lowered execution accuracy (docs/recipes.md), so
+it is a diagnostic, not part of the prompt.
 """
 
 from __future__ import annotations
@@ -249,15 +251,8 @@ def load_ranker(path: str) -> SchemaRanker:
     data = joblib.load(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION or data.get("features") != list(FEATURES):
         raise ValueError(f"schema ranker {path}: not a ranker of format {FORMAT_VERSION} with these features; "
-                         "train it again (t2sql run trains one when prompt.ranked_columns > 0)")
+                         "train it again (benchmarks/ranker.py)")
     return SchemaRanker(data["encoder"], data["classifier"], data.get("stats"))
-
-
-@functools.lru_cache(maxsize=16384)
-def ranked_columns(path: str, question: str, context: str) -> tuple[tuple[str, str], ...]:
-    """Every column of ``context``, best first for ``question``, by the ranker at ``path`` (lower-case keys)."""
-    scores = load_ranker(path).score(question, parse_context(context))
-    return tuple(sorted(scores, key=lambda key: -scores[key]))
 
 
 def _labelled(records: Iterable[dict]) -> Iterable[tuple[str, Schema, set[tuple[str, str]]]]:

@@ -54,8 +54,7 @@ def _show_table_name(name: str) -> str:
 def layout(question: str, context: str, placeholders: bool = True, link_marks: bool = True,
            shuffle_tables: bool = False, column_types: bool = True, sample_values: int = 0,
            linked_first: bool = True, linked_only: bool = False, linked_columns_only: bool = False,
-           expand_names: bool = False, key_columns: bool = False, rank_tables: bool = False,
-           ranker: str | None = None, ranked_columns: int = 0) -> Layout:
+           expand_names: bool = False, key_columns: bool = False, rank_tables: bool = False) -> Layout:
     """Number the schema of ``context`` for ``question`` and write it compactly.
 
     Args:
@@ -82,8 +81,6 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         rank_tables: with ``linked_first``, the tables the question names in full come first,
             then those it names in part, then those linked through a column or value only (the
             shuffled order kept within each rank).
-        ranker / ranked_columns: a schema ranker file (:mod:`t2sql.linking.ranker`) and how many of
-            its best columns count as linked (shown unmarked, their tables shown too).
 
     Returns:
         A :class:`Layout`; its ``text`` is empty when the context has no readable table.
@@ -98,11 +95,6 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
     tables = list(schema.tables)
     if shuffle_tables:
         random.Random(zlib.crc32(question.encode("utf-8"))).shuffle(tables)
-    order: tuple[tuple[str, str], ...] = ()
-    if ranker and ranked_columns and link_marks:
-        from t2sql.linking.ranker import ranked_columns as best_columns
-
-        order = best_columns(ranker, question, context)
     rendered: list[tuple[Table, bool, list[tuple[Column, str]]]] = []
     rank: dict[str, int] = {}
     table_marks: dict[str, str | None] = {}
@@ -131,11 +123,6 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
         rendered.append((table, linked, cols))
         rank[table.name] = (0 if t_mark == MARK_EXACT else 1 if t_mark else 2 if linked else 3) if rank_tables \
             else (0 if linked else 1)
-    if order:
-        rendered = _with_ranked(rendered, order, ranked_columns)
-        for table, linked, _ in rendered:
-            if linked and rank[table.name] == (3 if rank_tables else 1):
-                rank[table.name] = 2 if rank_tables else 0
     if linked_first and link_marks:
         rendered.sort(key=lambda r: rank[r[0].name])
     if linked_only and link_marks and any(r[1] for r in rendered):
@@ -182,20 +169,6 @@ def layout(question: str, context: str, placeholders: bool = True, link_marks: b
                     out.column_ids[(table.name.lower(), col.name.lower())] = cid
                     out.hidden.add(cid)
     out.text = " | ".join(segments)
-    return out
-
-
-def _with_ranked(rendered, order, k: int):
-    """``rendered`` with the ``k`` best columns of ``order`` that no rule marked counted as linked (as it
-    is when no rule marked any column: every column is shown then)."""
-    marked = {(t.name.lower(), c.name.lower()) for t, _, cols in rendered for c, _, m in cols if m}
-    if not marked:
-        return rendered
-    extra = set([key for key in order if key not in marked][:k])
-    out = []
-    for table, linked, cols in rendered:
-        cols = [(c, text, m or (table.name.lower(), c.name.lower()) in extra) for c, text, m in cols]
-        out.append((table, linked or any(m for _, _, m in cols), cols))
     return out
 
 

@@ -90,15 +90,6 @@ class Config(BaseModel):
         default=False,
         description="Number first the tables the question names in full ([E]), then those it names in part "
         "([P]), then those linked through a column or a value only: the table a query reads is most often t1.")
-    ranker: str | None = Field(
-        default=None,
-        description="A schema ranker file (t2sql.linking.ranker; the pipeline trains one per data version and "
-        "saves it beside the model): with ranked_columns, its best columns are shown beside those the rules mark. "
-        "A relative path is read from the model's folder.")
-    ranked_columns: int = Field(
-        default=0, ge=0, le=64,
-        description="With a ranker and linked_columns_only, also show this many of the ranker's best columns that "
-        "no rule marked (and their tables), unmarked.")
     question_values: bool = Field(
         default=False,
         description="Write into the context the values of the question's database that the question names "
@@ -111,7 +102,7 @@ class Config(BaseModel):
                  ("question_links", "value_pointers"), ("linked_tables_only", "link_marks"),
                  ("fix_tables", "placeholders"), ("linked_columns_only", "placeholders"),
                  ("linked_columns_only", "link_marks"), ("question_values", "link_marks"),
-                 ("key_columns", "linked_columns_only"), ("ranked_columns", "linked_columns_only")]
+                 ("key_columns", "linked_columns_only")]
         for option, needed in needs:
             if getattr(self, option) and not getattr(self, needed):
                 raise ValueError(f"{option} needs {needed}: true")
@@ -146,8 +137,7 @@ def view(question: str, context: str, config: Config):
                   shuffle_tables=config.shuffle_tables, column_types=config.column_types,
                   sample_values=config.sample_values, linked_only=config.linked_tables_only,
                   linked_columns_only=config.linked_columns_only, expand_names=config.expand_names,
-                  key_columns=config.key_columns, rank_tables=config.rank_tables,
-                  ranker=config.ranker if config.ranked_columns else None, ranked_columns=config.ranked_columns)
+                  key_columns=config.key_columns, rank_tables=config.rank_tables)
 
 
 def encode_source(question: str, context: str, config: Config) -> str:
