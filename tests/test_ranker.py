@@ -57,7 +57,7 @@ def test_ranker_raises_the_share_of_questions_with_every_gold_column_shown(split
     ranked = schema_shown(splits["test"], prompt, ranker, 4)
     assert rules["questions"] == ranked["questions"] >= 200
     assert 0.4 < rules["all_gold_shown"] < 0.8
-    # Measured on this split (426 questions): rules 0.596 -> 0.953 with four ranked columns, 4.5 -> 8.4
+    # Measured on this split (426 questions): rules 0.596 -> 0.948 with four ranked columns, 4.5 -> 8.3
     # columns shown.
     assert ranked["all_gold_shown"] >= rules["all_gold_shown"] + 0.25
     assert ranked["gold_column_recall"] > rules["gold_column_recall"]

@@ -27,7 +27,6 @@ it is a diagnostic, not part of the prompt.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import os
 import re
@@ -41,8 +40,6 @@ from t2sql.linking.names import (MARK_EXACT, MARK_PARTIAL, _STOP, _link_name, _l
                                  name_words, question_words)
 from t2sql.linking.reads import gold_items
 from t2sql.linking.schema import Schema, parse_context
-
-log = logging.getLogger(__name__)
 
 #: The encoder used when none is named: the ``encoder`` extra's packaged all-MiniLM-L6-v2.
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -72,48 +69,37 @@ def resolve_encoder(name: str) -> str:
 
 
 class SentenceEncoder:
-    """Mean-pooled, L2-normalised sentence embeddings of a BERT-style encoder (as sentence-transformers
-    computes them for all-MiniLM-L6-v2), with a cache of the texts already embedded."""
+    """sentence-transformers' embeddings (normalised) of a sentence encoder, with a cache of the texts
+    already embedded: schema names and frequent question spans come back often."""
 
     def __init__(self, name: str = DEFAULT_ENCODER, max_length: int = 32, cache_size: int = 200_000):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        from sentence_transformers import SentenceTransformer
 
-        path = resolve_encoder(name)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).eval()
+            self.model = SentenceTransformer(resolve_encoder(name), device="cpu")
         except OSError as exc:
             raise RuntimeError(
                 f"schema ranker: cannot load the sentence encoder {name!r} ({exc}); install the encoder extra "
                 "(pip install -e .[encoder]) or name a local sentence-encoder folder") from None
+        self.model.max_seq_length = max_length
         self.name = name
-        self.max_length = max_length
-        self._torch = torch
         self._cache: dict[str, np.ndarray] = {}
         self._cache_size = cache_size
-        self.dim = int(self.model.config.hidden_size)
+        self.dim = int(self.model.get_sentence_embedding_dimension())
 
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Embeddings of ``texts`` (rows, unit length, float32); safe to call from several threads."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = {t: v for t in texts if (v := self._cache.get(t)) is not None}
-        todo = sorted({t for t in texts if t not in vectors}, key=len)
-        torch = self._torch
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt")
-            with torch.inference_mode():
-                hidden = self.model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy().astype(np.float32)
-            vectors.update(zip(chunk, pooled))
-            if len(self._cache) + len(chunk) > self._cache_size:
+        todo = list({t: None for t in texts if t not in vectors})
+        if todo:
+            found = self.model.encode(todo, batch_size=batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+            vectors.update(zip(todo, found))
+            if len(self._cache) + len(todo) > self._cache_size:
                 self._cache = {}
-            self._cache.update(zip(chunk, pooled))
+            self._cache.update(zip(todo, found))
         return np.stack([vectors[t] for t in texts])
 
 
@@ -174,10 +160,10 @@ def features(question: str, schema: Schema, encoder: SentenceEncoder) -> tuple[l
     span_tab_all = (e_tab @ s.T).max(axis=1)
     fk = {(t.lower(), c.lower()) for pair in schema.foreign_keys for t, c in pair}
     table_marks = {t.name: _link_name(t.name, q_words, q_set, True) for t in tables}
+    columns = [c for t in tables for c in t.columns]  # the order of ``keys``
     rows = []
-    for i, (table, col) in enumerate(keys):
+    for i, ((table, col), column) in enumerate(zip(keys, columns)):
         ti = tab_index[table]
-        column = tables[ti].columns[[c.name for c in tables[ti].columns].index(col)]
         mark = _link_name(col, q_words, q_set, True)
         value = any(_value_in_question(_literal_text(v), q_low) for v in column.samples)
         words = name_words(col, expand=True)
