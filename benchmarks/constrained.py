@@ -9,7 +9,9 @@ scored (t2sql.evaluation, the project's judge) without and then with constraints
 database (``execution_success_rate``), execution accuracy, p50 and mean latency per question (batch
 time / batch size), and the ratio of constrained to plain latency; for the constrained run, how many
 rows x steps were checked, candidates checked per step, fallbacks (steps where none of the top
-candidates was valid) and the seconds spent checking. The last line is one JSON object.
+candidates was valid) and the seconds spent checking. ``--value-rule both`` adds a constrained run
+with the value rule off (a value's pointers free to name any question word) between the two. The
+last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-KEYS = ("n_examples", "execution_success_rate", "execution_accuracy", "exact_set_match", "latency_ms_p50",
-        "latency_ms_mean")
+KEYS = ("n_examples", "execution_success_rate", "execution_accuracy", "execution_accuracy_informative",
+        "exact_set_match", "latency_ms_p50", "latency_ms_mean")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--top-k", type=int, default=None, help="candidates checked per step (default: constrained.TOP_K)")
+    ap.add_argument("--value-rule", choices=["on", "both"], default="on",
+                    help="both: also decode constrained with the value rule off (constrained.VALUE_RULE), between the two")
     ap.add_argument("--out", default=None, help="directory for predictions and metrics (default: a temporary one)")
     args = ap.parse_args(argv)
 
@@ -65,27 +69,38 @@ def main(argv: list[str] | None = None) -> dict:
     tr.constraint_totals = {}
 
     results, walls = {}, {}
-    for name, mode in (("plain", False), ("constrained", True)):
+    modes = [("plain", False, True)]
+    if args.value_rule == "both":
+        modes.append(("no-value-rule", True, False))
+    modes.append(("constrained", True, True))
+    totals: dict = {}
+    for name, mode, value_rule in modes:
         tr.constrained = mode
+        constrained.VALUE_RULE = value_rule
+        tr.constraint_totals = {}
         t0 = time.perf_counter()
         metrics = evaluate_model(tr, args.data, cfg, out / name)
         walls[name] = round(time.perf_counter() - t0, 1)
         results[name] = {k: metrics.get(k) for k in KEYS}
-    totals = dict(tr.constraint_totals)
+        totals = dict(tr.constraint_totals)
+    constrained.VALUE_RULE = True
 
     def ratio(key: str) -> float | None:
         a, b = results["plain"].get(key), results["constrained"].get(key)
         return round(b / a, 3) if a and b is not None else None
 
-    def same_predictions() -> int:
-        plain = [json.loads(x) for x in (out / "plain" / "predictions.jsonl").read_text().splitlines()]
+    def same_predictions(first: str = "plain") -> int:
+        plain = [json.loads(x) for x in (out / first / "predictions.jsonl").read_text().splitlines()]
         cons = [json.loads(x) for x in (out / "constrained" / "predictions.jsonl").read_text().splitlines()]
         return sum(a.get("pred") == b.get("pred") for a, b in zip(plain, cons))
 
     summary = {
         "model": str(tr.model_dir), "data": str(args.data), "backend": tr.backend, "beams": args.beams,
         "batch_size": args.batch_size, "top_k": constrained.TOP_K, "plain": results["plain"],
-        "constrained": results["constrained"], "latency_ratio_p50": ratio("latency_ms_p50"),
+        "constrained": results["constrained"], **({"no_value_rule": results["no-value-rule"],
+                                                    "same_as_no_value_rule": same_predictions("no-value-rule")}
+                                                   if "no-value-rule" in results else {}),
+        "latency_ratio_p50": ratio("latency_ms_p50"),
         "latency_ratio_mean": ratio("latency_ms_mean"), "same_predictions": same_predictions(),
         "checks": {**totals, "seconds": round(totals.get("seconds", 0.0), 2),
                    "checked_per_step": round(totals["checked"] / totals["steps"], 2) if totals.get("steps") else None},
@@ -95,11 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     def fmt(v) -> str:
         return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
-    print(f"{'':12s} {'runs':>7s} {'EX':>7s} {'p50 ms':>9s} {'mean ms':>9s}")
-    for name in ("plain", "constrained"):
+    print(f"{'':14s} {'runs':>7s} {'EX':>7s} {'EX inf.':>7s} {'p50 ms':>9s} {'mean ms':>9s}")
+    for name in results:
         m = results[name]
-        print(f"{name:12s} {fmt(m['execution_success_rate']):>7s} {fmt(m['execution_accuracy']):>7s} "
-              f"{fmt(m['latency_ms_p50']):>9s} {fmt(m['latency_ms_mean']):>9s}")
+        print(f"{name:14s} {fmt(m['execution_success_rate']):>7s} {fmt(m['execution_accuracy']):>7s} "
+              f"{fmt(m['execution_accuracy_informative']):>7s} {fmt(m['latency_ms_p50']):>9s} {fmt(m['latency_ms_mean']):>9s}")
     print(f"latency ratio (constrained / plain): p50 {fmt(summary['latency_ratio_p50'])}, mean "
           f"{fmt(summary['latency_ratio_mean'])}; {summary['same_predictions']} of {results['plain']['n_examples']} "
           f"predictions unchanged; checks {summary['checks']}")

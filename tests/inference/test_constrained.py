@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "spider_sample"
 DBS = ("musical", "climbing")
 LINKED = PromptOptions(format="linked", placeholders=True, link_marks=True, value_pointers=True)
-SOURCE = ("question: w1 How w2 many w3 actors t1 c1 w4 are w5 there w6 ? | t1 actor [E] : c1 actor id [P] , "
+SOURCE = ("question: w1 How w2 many w3 actors t1 c1 w4 are w5 in w6 Chicago | t1 actor [E] : c1 actor id [P] , "
           "c2 name [E] | t2 musical : c3 musical id , c4 title")
 
 
@@ -173,7 +173,7 @@ def test_an_order_comparison_points_only_at_a_number_of_the_question():
     assert checker.valid_complete("SELECT c1 FROM t1 WHERE c2 > w4")
     assert not checker.valid_prefix("SELECT c1 FROM t1 WHERE c2 > w6 ")  # "more" is not a value to compare
     assert not checker.valid_prefix("SELECT c1 FROM t1 WHERE c2 >= w1 ")
-    assert checker.valid_complete("SELECT c1 FROM t1 WHERE c1 = ' w6 '")  # equality with any words stays open
+    assert checker.valid_complete("SELECT c1 FROM t1 WHERE c1 = ' w6 '")  # equality: any word (no stored values shown)
     assert checker.valid_complete("SELECT c1 FROM t1 ORDER BY c2 LIMIT w4")
     assert not checker.valid_prefix("SELECT c1 FROM t1 ORDER BY c2 LIMIT w2 ")
 
@@ -352,8 +352,8 @@ def test_end_of_sequence_only_after_a_whole_query(random_model):
     assert not ends("SELECT c4 FROM")
     assert not ends("SELECT c4 FROM t1")  # c4 is a column of t2
     assert ends("SELECT c4 FROM t2")
-    assert not ends("SELECT COUNT(*) FROM t1 WHERE c2 = ' w3")
-    assert ends("SELECT COUNT(*) FROM t1 WHERE c2 = ' w3 '")
+    assert not ends("SELECT COUNT(*) FROM t1 WHERE c2 = ' w6")
+    assert ends("SELECT COUNT(*) FROM t1 WHERE c2 = ' w6 '")
     assert not ends("SELECT c1 FROM t1 WHERE c1 IN (SELECT c3 FROM t2")
     assert ends("SELECT c1 FROM t1 WHERE c1 IN (SELECT c3 FROM t2)")
 
@@ -410,6 +410,39 @@ def test_plain_format_allows_the_context_names(text, prefix, complete):
     checker = PrefixChecker(RowSchema.for_pair("q", PLAIN_CTX, build_source("q", PLAIN_CTX), None))
     assert checker.valid_prefix(text) is prefix
     assert checker.valid_complete(text) is complete
+
+
+VALUES = PromptOptions(format="linked", placeholders=True, link_marks=True, value_pointers=True,
+                       question_values=True)
+
+
+def test_a_value_points_only_at_words_that_can_be_values():
+    """With the stored values the question names in its input, a value's first and last words must be a
+    number, quoted, capitalised (not the first word), a stored value's word, or punctuation ending one."""
+    source = ('question: w1 Find w2 the w3 name c1 w4 of w5 the w6 " w7 Ph w8 . w9 D w10 . w11 " w12 singers '
+              "w13 from w14 Cape w15 Verde w16 aged w17 thirty w18 in w19 rock | t1 singer [E] : c1 name [E] , "
+              "c2 country , c3 age , c4 genre [V] ( 'Rock' ) , c5 degree")
+    row = RowSchema.from_source(source, VALUES)
+    assert row.value_words == {7, 8, 9, 10, 14, 15, 17, 19}
+    checker = PrefixChecker(row)
+    for ok in ("SELECT c1 FROM t1 WHERE c2 = ' w14 w15 '", "SELECT c1 FROM t1 WHERE c5 = ' w7 w10 '",
+               "SELECT c1 FROM t1 WHERE c4 = ' w19 '", "SELECT c1 FROM t1 WHERE c3 = w17",
+               "SELECT c1 FROM t1 WHERE c3 > w17", "SELECT c1 FROM t1 WHERE c1 LIKE ' % w3 % '"):
+        assert checker.valid_complete(ok), ok
+    for bad in ("SELECT c1 FROM t1 WHERE c2 = ' w13", "SELECT c1 FROM t1 WHERE c2 = ' w14 w16",
+                "SELECT c1 FROM t1 WHERE c2 = ' w2 ", "SELECT c1 FROM t1 WHERE c3 = w16 ",
+                "SELECT c1 FROM t1 WHERE c2 = ' w1 '"):
+        assert not checker.valid_prefix(bad), bad
+    assert checker.valid_prefix("SELECT c1 FROM t1 WHERE c2 = ' w1")  # w14, w15, w17 and w19 are still to come
+    assert checker.valid_complete("SELECT c1 FROM t1 WHERE c4 = 'Rock'")  # a value written out
+    assert not checker.valid_prefix("SELECT c1 FROM t1 WHERE c4 = 'INTERSECT SELECT c2")  # not a value
+    assert not checker.valid_prefix("SELECT c1 FROM t1 WHERE c4 = ' w13 c")
+    constrained.VALUE_RULE = False
+    try:
+        assert PrefixChecker(row).valid_complete("SELECT c1 FROM t1 WHERE c2 = ' w13 '")
+    finally:
+        constrained.VALUE_RULE = True
+    assert RowSchema.from_source(source, LINKED).value_words is None  # no stored values shown: values stay free
 
 
 @pytest.mark.parametrize("config", ["quickstart", "spider_cpu", "create_context_cpu", "techniques"])
