@@ -6,10 +6,11 @@
 One translator is loaded; after a short warm-up in both modes, the test questions are decoded and
 scored (t2sql.evaluation, the project's judge) without and then with constraints
 (:mod:`t2sql.inference.constrained`). Printed per mode: the share of predictions that run on their
-database (``execution_success_rate``), execution accuracy, p50 and mean latency per question (batch
-time / batch size), and the ratio of constrained to plain latency; for the constrained run, how many
-rows x steps were checked, candidates checked per step, fallbacks (steps where none of the top
-candidates was valid) and the seconds spent checking. ``--value-rule both`` adds a constrained run
+database (``execution_success_rate``), execution accuracy (all, and where the gold result is not
+empty or zero), the share of questions with literals whose literals the prediction writes right, p50
+and mean latency per question (batch time / batch size), and the ratio of constrained to plain
+latency; for the constrained run, how many rows x steps were checked, candidates checked per step,
+fallbacks (steps where none of the top candidates was valid) and the seconds spent checking. ``--value-rule both`` adds a constrained run
 with the value rule off (a value's pointers free to name any question word) between the two. The
 last line is one JSON object.
 """
@@ -89,6 +90,25 @@ def main(argv: list[str] | None = None) -> dict:
         a, b = results["plain"].get(key), results["constrained"].get(key)
         return round(b / a, 3) if a and b is not None else None
 
+    def values_right(name: str) -> float | None:
+        """Share of the questions whose gold query holds literals that the prediction writes the same
+        literals (compared lower-cased, as a sorted list)."""
+        import sqlglot
+        from sqlglot import exp
+
+        def literals(sql: str) -> list[str] | None:
+            try:
+                return sorted(str(x.this).lower() for x in sqlglot.parse_one(sql, read="sqlite").find_all(exp.Literal))
+            except Exception:  # noqa: BLE001 - a prediction that does not parse has no literals to compare
+                return None
+
+        rows = [json.loads(x) for x in (out / name / "predictions.jsonl").read_text().splitlines()]
+        pairs = [(g, literals(r.get("pred") or "")) for r in rows if (g := literals(r["gold"]))]
+        return round(sum(g == p for g, p in pairs) / len(pairs), 3) if pairs else None
+
+    for name in results:
+        results[name]["values_right"] = values_right(name)
+
     def same_predictions(first: str = "plain") -> int:
         plain = [json.loads(x) for x in (out / first / "predictions.jsonl").read_text().splitlines()]
         cons = [json.loads(x) for x in (out / "constrained" / "predictions.jsonl").read_text().splitlines()]
@@ -110,11 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
     def fmt(v) -> str:
         return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
-    print(f"{'':14s} {'runs':>7s} {'EX':>7s} {'EX inf.':>7s} {'p50 ms':>9s} {'mean ms':>9s}")
+    print(f"{'':14s} {'runs':>7s} {'EX':>7s} {'EX inf.':>7s} {'values':>7s} {'p50 ms':>9s} {'mean ms':>9s}")
     for name in results:
         m = results[name]
         print(f"{name:14s} {fmt(m['execution_success_rate']):>7s} {fmt(m['execution_accuracy']):>7s} "
-              f"{fmt(m['execution_accuracy_informative']):>7s} {fmt(m['latency_ms_p50']):>9s} {fmt(m['latency_ms_mean']):>9s}")
+              f"{fmt(m['execution_accuracy_informative']):>7s} {fmt(m['values_right']):>7s} "
+              f"{fmt(m['latency_ms_p50']):>9s} {fmt(m['latency_ms_mean']):>9s}")
     print(f"latency ratio (constrained / plain): p50 {fmt(summary['latency_ratio_p50'])}, mean "
           f"{fmt(summary['latency_ratio_mean'])}; {summary['same_predictions']} of {results['plain']['n_examples']} "
           f"predictions unchanged; checks {summary['checks']}")

@@ -253,6 +253,9 @@ def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bo
 
 
 _QUOTE_WORDS = frozenset({'"', "'", "“", "”", "‘", "’", "``", "''"})
+#: Words of a stored value that do not make a question word a value ("in" of "Made in Japan").
+_FUNCTION_WORDS = frozenset("a an the of in on at to for by with from and or is are was were be as that this "
+                            "which who what whose".split())
 _SHOWN_VALUES = re.compile(r"\[V\] \( (.*?) \)")
 
 
@@ -264,27 +267,33 @@ def value_words(pointed: Sequence[tuple[str, str]], schema_part: str = "") -> fr
         schema_part: the input's schema, whose ``[V] ( 'Cat' , ... )`` marks show stored values.
 
     A word can be a value when it is a number (digits or a number word), stands between quotes,
-    begins with a capital letter and is not the question's first word, or is a word of a stored value
-    the schema shows; punctuation right after such a word can end one (``w8 Ph w9 . w10 D w11 .``).
+    begins with a capital letter and does not begin a sentence, or is a word of a stored value the
+    schema shows (not a function word); punctuation right after such a word can end one
+    (``w8 Ph w9 . w10 D w11 .``).
     On Spider's training questions this keeps 98% of the gold pointer values (all but ``LIKE``
     patterns, which the rule leaves free) and about one word per question.
     """
     stored = {w.lower() for m in _SHOWN_VALUES.finditer(schema_part)
-              for v in re.findall(r"'((?:[^']|'')*)'", m.group(1)) for w in re.findall(r"\w+", v)}
+              for v in re.findall(r"'((?:[^']|'')*)'", m.group(1)) for w in re.findall(r"\w+", v)} - _FUNCTION_WORDS
     out: set[int] = set()
     quoted = False
     previous = False
+    sentence_start = True
+    last = ""
     for k, word in pointed:
         if word in _QUOTE_WORDS:
             quoted = not quoted
             previous = False
             continue
         i = int(k)
-        ok = (quoted or _is_number_word(word) or (i > 1 and word[:1].isupper()) or word.lower() in stored
-              or (previous and not any(ch.isalnum() for ch in word)))
+        ok = (quoted or _is_number_word(word) or (not sentence_start and word[:1].isupper())
+              or word.lower() in stored or (previous and not any(ch.isalnum() for ch in word)))
         if ok:
             out.add(i)
         previous = ok
+        # "?" and "!" end a sentence, and "." unless it ends an abbreviation (Ph.D., St. Louis)
+        sentence_start = not quoted and (word in ("?", "!") or (word == "." and len(last) > 2))
+        last = word
     return frozenset(out)
 
 
@@ -295,6 +304,8 @@ class _Level:
     kind: str  # query (a SELECT), paren (grouping or a subquery not begun yet), func, in
     clause: int = 0
     has_from: bool = False
+    items: int = 0  # result columns of the SELECT being written at this level (0: not counted, after a *)
+    need: int = 0  # result columns the arm after UNION/INTERSECT/EXCEPT must have (0: any)
 
 
 @dataclass
@@ -313,7 +324,8 @@ class _State:
     def copy(self) -> "_State":
         """An independent copy (only the innermost level is ever changed in place, so only it is copied)."""
         last = self.levels[-1]
-        return _State(self.levels[:-1] + [_Level(last.kind, last.clause, last.has_from)], self.exp, self.prev,
+        return _State(self.levels[:-1] + [_Level(last.kind, last.clause, last.has_from, last.items, last.need)],
+                      self.exp, self.prev,
                       self.prev_cats, self.prev_role, self.declared, self.qualifiers, self.read, self.cases)
 
 
@@ -417,7 +429,7 @@ class PrefixChecker:
         return st, anchor
 
     def _partial_cached(self, st: _State, kind: str, value: str) -> bool:
-        key = (st.exp, tuple((x.kind, x.clause, x.has_from) for x in st.levels), st.prev, st.prev_cats,
+        key = (st.exp, tuple((x.kind, x.clause, x.has_from, x.items, x.need) for x in st.levels), st.prev, st.prev_cats,
                st.prev_role, st.cases, st.declared, kind, value)
         got = self._partial_memo.get(key)
         if got is None:
@@ -554,7 +566,7 @@ class PrefixChecker:
             return False
         if e == "start":
             if up == "SELECT":
-                lvl.clause, st.exp = 1, "operand"
+                lvl.clause, lvl.items, st.exp = 1, 1, "operand"
                 return True
             return False
         if e in ("operand", "operand_sel"):
@@ -566,7 +578,7 @@ class PrefixChecker:
                 if up == "SELECT":
                     if e != "operand_sel":
                         return False
-                    lvl.kind, lvl.clause, st.exp = "query", 1, "operand"
+                    lvl.kind, lvl.clause, lvl.items, st.exp = "query", 1, 1, "operand"
                     return True
                 if up == "DISTINCT":
                     return st.prev in ("SELECT", "(") and (st.prev == "SELECT" or lvl.kind == "func")
@@ -611,6 +623,8 @@ class PrefixChecker:
                     return True
                 if value == "*" and ((lvl.kind == "query" and lvl.clause == 1 and st.prev in ("SELECT", ",", "DISTINCT"))
                                      or (lvl.kind == "func" and st.prev in ("(", "DISTINCT"))):
+                    if lvl.kind == "query":  # SELECT * : its columns are not counted
+                        lvl.items = lvl.need = 0
                     st.exp = "after"
                     return True
             return False
@@ -622,6 +636,11 @@ class PrefixChecker:
                 if value == ",":
                     if lvl.kind == "query" and lvl.clause == 2:
                         st.exp = "table"
+                    elif lvl.kind == "query" and lvl.clause == 1 and lvl.items:
+                        if lvl.need and lvl.items >= lvl.need:
+                            return False  # more result columns than the other side of the set operation
+                        lvl.items += 1
+                        st.exp = "operand"
                     elif lvl.kind != "query" or lvl.clause in (1, 4, 6):
                         st.exp = "operand"
                     else:
@@ -660,6 +679,8 @@ class PrefixChecker:
                 if not query:
                     return False
                 if up == "FROM" and lvl.clause == 1:
+                    if lvl.need and lvl.items and lvl.items != lvl.need:
+                        return False  # fewer result columns than the other side of the set operation
                     lvl.clause, lvl.has_from, st.exp = 2, True, "table"
                     return True
                 if up == "WHERE" and lvl.clause == 2:
@@ -714,6 +735,7 @@ class PrefixChecker:
             if up in ("UNION", "INTERSECT", "EXCEPT"):
                 if not (query and lvl.has_from):
                     return False
+                lvl.need = lvl.need or lvl.items
                 lvl.clause, lvl.has_from, st.exp = 0, False, "setop"
                 return True
             if role == "table" and self._alias_ok(value, cats):  # FROM singer s
@@ -786,7 +808,7 @@ class PrefixChecker:
                 st.exp = "select"
                 return True
             if up == "SELECT":
-                lvl.clause, st.exp = 1, "operand"
+                lvl.clause, lvl.items, st.exp = 1, 1, "operand"
                 return True
             return False
         if e == "is":

@@ -445,6 +445,24 @@ def test_a_value_points_only_at_words_that_can_be_values():
     assert RowSchema.from_source(source, LINKED).value_words is None  # no stored values shown: values stay free
 
 
+def test_both_sides_of_a_set_operation_have_as_many_columns():
+    checker = PrefixChecker(RowSchema.from_source(SOURCE, LINKED))
+    assert checker.valid_complete("SELECT c1, c2 FROM t1 INTERSECT SELECT c1, c2 FROM t1")
+    assert checker.valid_complete("SELECT c1 FROM t1 EXCEPT SELECT c3 FROM t2 UNION SELECT c4 FROM t2")
+    assert not checker.valid_prefix("SELECT c1, c2 FROM t1 INTERSECT SELECT c1 FROM")  # one column short
+    assert not checker.valid_prefix("SELECT c1 FROM t1 UNION SELECT c3, ")  # one too many
+    assert checker.valid_prefix("SELECT c1, c2 FROM t1 INTERSECT SELECT COUNT(c1, c2), ")  # a function's commas
+    assert checker.valid_complete("SELECT * FROM t1 EXCEPT SELECT c1, c2 FROM t1")  # * is not counted
+    assert checker.valid_complete("SELECT c1 FROM t1 WHERE c2 IN (SELECT c1 FROM t1 INTERSECT SELECT c3 FROM t2)")
+
+
+def test_a_value_does_not_start_at_a_sentence_s_first_word():
+    source = ('question: w1 Which w2 authors w3 are w4 in w5 Spain w6 ? w7 Show w8 their w9 names c1 w10 . '
+              "w11 List w12 a w13 Ph w14 . w15 D w16 . w17 holder | t1 author [E] : c1 name [E] , c2 country [V] "
+              "( 'Made in Spain' )")
+    assert RowSchema.from_source(source, VALUES).value_words == {5, 6, 13, 14, 15, 16}
+
+
 @pytest.mark.parametrize("config", ["quickstart", "spider_cpu", "create_context_cpu", "techniques"])
 def test_every_training_target_of_the_spider_sample_is_accepted(config):
     """All 1,486 questions of the Spider sample under each shipped config: every target the format can
