@@ -10,9 +10,9 @@ database (``execution_success_rate``), execution accuracy (all, and where the go
 empty or zero), the share of questions with literals whose literals the prediction writes right, p50
 and mean latency per question (batch time / batch size), and the ratio of constrained to plain
 latency; for the constrained run, how many rows x steps were checked, candidates checked per step,
-fallbacks (steps where none of the top candidates was valid) and the seconds spent checking. ``--value-rule both`` adds a constrained run
-with the value rule off (a value's pointers free to name any question word) between the two. The
-last line is one JSON object.
+fallbacks (steps where none of the top candidates was valid) and the seconds spent checking.
+``--value-rule both`` adds a constrained run with the value rule off (a value's pointers free to name
+any question word) between the two. The last line is one JSON object.
 """
 
 from __future__ import annotations
