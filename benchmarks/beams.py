@@ -68,7 +68,7 @@ def result_key(rows: list[tuple]) -> str:
 def decode(args) -> list[dict]:
     """Candidates for every test question, each with the judge's verdict and its result's key."""
     from t2sql.evaluation.execution import execute
-    from t2sql.evaluation.judge import ExampleScorer
+    from t2sql.evaluation.judge import ExampleScorer, informative_result
     from t2sql.inference import Translator
     from t2sql.io import read_jsonl
 
@@ -90,7 +90,7 @@ def decode(args) -> list[dict]:
                     ok = bool(res is not None and res.ok)
                     out.append({"sql": sql, "correct": bool(line["correct"]), "runs": ok,
                                 "rows": len(res.rows) if ok else -1, "columns": len(res.columns) if ok else -1,
-                                "empty": ok and not any(any(v not in (None, 0, "") for v in r) for r in res.rows),
+                                "empty": ok and not informative_result(res.rows),
                                 "key": result_key(res.rows) if ok else None})
                 rows.append({"db_id": rec.get("db_id"), "question": rec["question"], "gold": rec["answer"],
                              "informative": line.get("gold_informative"), "candidates": out})
@@ -156,10 +156,10 @@ def rerank_by_database(rows: list[dict]) -> list[int]:
     return picks
 
 
-def share(rows: list[dict], hit) -> tuple[float, float]:
-    """(share of all questions, share of questions with an informative gold result) where ``hit(row)``."""
-    inf = [r for r in rows if r.get("informative")]
-    return (sum(map(hit, rows)) / max(1, len(rows)), sum(map(hit, inf)) / max(1, len(inf)))
+def share(rows: list[dict], hits: list[bool]) -> tuple[float, float]:
+    """(share of all questions, share of questions with an informative gold result) with a hit."""
+    inf = [hit for r, hit in zip(rows, hits) if r.get("informative")]
+    return sum(hits) / max(1, len(rows)), sum(inf) / max(1, len(inf))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'choice':<40} {'EX':>6} {'EX, gold not empty/zero':>24}")
     k = 1
     while k <= k_max:
-        ex, inf = share(rows, lambda r, k=k: any(c["correct"] for c in r["candidates"][:k]))
+        ex, inf = share(rows, [any(c["correct"] for c in r["candidates"][:k]) for r in rows])
         result["oracle"][k] = {"ex": round(ex, 4), "informative": round(inf, 4)}
         print(f"{f'oracle: one of the first {k} right':<40} {ex:>6.3f} {inf:>24.3f}")
         k *= 2
@@ -205,8 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_rerank and len({r["db_id"] for r in rows}) > 1:
         chosen["reranker (by database)"] = rerank_by_database(rows)
     for name, idx in chosen.items():
-        pos = dict(zip(map(id, rows), idx))
-        ex, inf = share(rows, lambda r: r["candidates"][pos[id(r)]]["correct"])
+        ex, inf = share(rows, [r["candidates"][i]["correct"] for r, i in zip(rows, idx)])
         result[name] = {"ex": round(ex, 4), "informative": round(inf, 4)}
         print(f"{name:<40} {ex:>6.3f} {inf:>24.3f}")
     print(json.dumps(result))

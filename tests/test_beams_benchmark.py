@@ -61,3 +61,18 @@ def test_report_from_saved_candidates(beams, tmp_path, capsys):
     assert result["first that runs"]["ex"] == pytest.approx(1 / 3, abs=1e-3)
     assert 0.0 <= result["reranker (by database)"]["ex"] <= 1.0
     assert "oracle: one of the first 4 right" in capsys.readouterr().out
+
+
+def test_reranker_learns_a_question_cue_across_databases(beams):
+    """The right candidate is the only one that counts, at a rank that changes: trained on the other
+    databases, the reranker finds it where the top beam is right a third of the time."""
+    rows = []
+    for db in ("a", "b", "c", "d"):
+        for n in range(9):
+            right = n % 3
+            rows.append({"db_id": db, "question": f"How many pets does owner {n} have?", "informative": True,
+                         "candidates": [cand("SELECT COUNT(*) FROM pets" if i == right else f"SELECT name{i} FROM pets",
+                                             i == right, str(i)) for i in range(3)]})
+    picks = beams.rerank_by_database(rows)
+    assert picks == [n % 3 for _ in range(4) for n in range(9)]
+    assert beams.share(rows, [r["candidates"][0]["correct"] for r in rows]) == pytest.approx((1 / 3, 1 / 3))
