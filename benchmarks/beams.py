@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 # (question wording, SQL clause): the reranker sees whether each is present in one, both or neither.
 CUES = (
     (r"\bhow many\b|\bnumber of\b|\bcount\b", r"\bcount\s*\("),
-    (r"\bmost\b|\bhighest\b|\blargest\b|\bbiggest\b|\boldest\b|\byoungest\b|\bleast\b|\blowest\b|"
-     r"\bsmallest\b|\bfewest\b|\w+est\b|\btop\b|\blatest\b|\bearliest\b", r"\blimit\s+\d"),
+    ((r"\bmost\b|\bhighest\b|\blargest\b|\bbiggest\b|\boldest\b|\byoungest\b|\bleast\b|\blowest\b|"
+      r"\bsmallest\b|\bfewest\b|\w+est\b|\btop\b|\blatest\b|\bearliest\b"), r"\blimit\s+\d"),
     (r"\baverage\b|\bmean\b", r"\bavg\s*\("),
     (r"\btotal\b|\bsum\b", r"\bsum\s*\("),
     (r"\bmaximum\b|\bmax\b", r"\bmax\s*\("),
