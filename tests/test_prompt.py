@@ -148,6 +148,30 @@ def test_shuffled_numbering_is_fixed_by_the_question():
     assert orders == {("singer", "concert"), ("concert", "singer")}
 
 
+def test_value_columns_compare_a_value_on_the_one_column_that_stores_it():
+    ctx = CTX.replace("year TEXT,", "year TEXT, theme TEXT /* 'USA' */,")
+    opts = LINKED.replace(shuffle_tables=False, fix_tables=True, value_columns=True)
+    off = opts.replace(value_columns=False)
+    assert "c3 country text [V] ( 'France' )" in build_source(Q, ctx, opts)
+    assert postprocess("SELECT c2 FROM t1 WHERE c2 = ' France '", Q, ctx, opts) == (
+        "SELECT name FROM singer WHERE country = 'France'")
+    assert postprocess("SELECT c2 FROM t1 WHERE c2 = ' France '", Q, ctx, off) == (
+        "SELECT name FROM singer WHERE name = 'France'")
+    assert postprocess("SELECT c2 FROM t1 WHERE c4 <> 'france'", Q, ctx, opts) == (
+        "SELECT name FROM singer WHERE country <> 'France'")  # snapped to the stored spelling first
+    # The column of another table: the query then reads that table (fix_tables).
+    assert postprocess("SELECT COUNT(*) FROM t2 WHERE c7 = 'France'", Q, ctx, opts) == (
+        "SELECT COUNT(*) FROM singer WHERE country = 'France'")
+    # Left as written: a value two columns store, a pattern, a column the schema does not have.
+    assert postprocess("SELECT c2 FROM t1 WHERE c2 = 'USA'", Q, ctx, opts) == "SELECT name FROM singer WHERE name = 'USA'"
+    assert postprocess("SELECT c2 FROM t1 WHERE c2 LIKE '%France%'", Q, ctx, opts) == (
+        "SELECT name FROM singer WHERE name LIKE '%France%'")
+    assert postprocess("SELECT c2 FROM t1 WHERE c99 = 'France'", Q, ctx, opts) == (
+        "SELECT name FROM singer WHERE c99 = 'France'")
+    with pytest.raises(ValidationError, match="value_columns needs placeholders"):
+        PromptOptions(format="linked", value_columns=True)
+
+
 def test_value_snapping():
     q = 'Which routes have "Replaced by US 81" listed for Butler CC (KS)?'
     assert snap_value("Replaced by US 81", q) == "Replaced by US 81"
@@ -156,6 +180,13 @@ def test_value_snapping():
     assert snap_value("%replaced%", q) == "%replaced%"  # found in the question in another case: kept
     assert snap_value("usa", "singers from the usa", ["'USA'"]) == "USA"  # stored spelling wins
     assert snap_value("Germany", q) == "Germany"  # nothing close: left alone
+    # A pointer that stopped early takes the stored value the question names around it.
+    q = 'Which mountains were climbed by climbers from "West Germany"?'
+    assert snap_value("West", q, ["'West Germany'", "'Westland'"]) == "West Germany"
+    assert snap_value("Germany", q, ["'West Germany'"]) == "West Germany"
+    assert snap_value("West", q, ["'East Germany'"]) == "West"  # not a value the question names
+    assert snap_value("%West%", q, ["'West Germany'"]) == "%West%"  # a pattern is left as written
+    assert snap_value("Ger", q, ["'West Germany'"]) == "Ger"  # only whole words
 
 
 def test_placeholder_tokens_stay_whole_in_a_trained_tokenizer():

@@ -14,8 +14,8 @@ when the foreign keys say how to join (``ON`` is inferred back)::
     SELECT COUNT(*) FROM t1 WHERE c3 = ' France '
 
 After generation, :func:`restore_sql` maps the numbers back to real names (qualified when several
-tables are used), infers the ``ON`` conditions and snaps string values onto the question or the
-schema's sample values. Everything is recomputed from ``(question, context)``, so a model needs
+tables are used), infers the ``ON`` conditions, snaps string values onto the question or the
+schema's sample values and (``value_columns``) compares each value on the column that stores it. Everything is recomputed from ``(question, context)``, so a model needs
 nothing but its inputs.
 
 The package is split by concept, each module importing only those above it:
@@ -31,13 +31,14 @@ The package is split by concept, each module importing only those above it:
 from t2sql.linking.names import MARK_EXACT, MARK_PARTIAL, MARK_VALUE, humanize, name_words, question_words
 from t2sql.linking.pointers import (MAX_WORDS, mark_question, point_values, question_word_spans, resolve_pointers,
                                     space_openers, space_sql)
-from t2sql.linking.repair import repair_sql, restore_sql, rewrite_tables, snap_literals, snap_value
+from t2sql.linking.repair import (compare_on_value_columns, repair_sql, restore_sql, rewrite_tables, snap_literals,
+                                  snap_value)
 from t2sql.linking.schema import Column, Schema, Table, parse_context
 from t2sql.linking.targets import TargetError, join_condition, to_placeholder_sql
 from t2sql.linking.view import MAX_COLUMNS, MAX_TABLES, Layout, layout, placeholder_tokens, question_links
 
 __all__ = ["MARK_EXACT", "MARK_PARTIAL", "MARK_VALUE", "MAX_COLUMNS", "MAX_TABLES", "MAX_WORDS", "Column", "Layout",
-           "Schema", "Table", "TargetError", "humanize", "join_condition", "layout", "mark_question", "name_words",
-           "parse_context", "placeholder_tokens", "point_values", "question_links", "question_word_spans",
-           "question_words", "repair_sql", "resolve_pointers", "restore_sql", "rewrite_tables", "snap_literals",
-           "snap_value", "space_openers", "space_sql", "to_placeholder_sql"]
+           "Schema", "Table", "TargetError", "compare_on_value_columns", "humanize", "join_condition", "layout",
+           "mark_question", "name_words", "parse_context", "placeholder_tokens", "point_values", "question_links",
+           "question_word_spans", "question_words", "repair_sql", "resolve_pointers", "restore_sql", "rewrite_tables",
+           "snap_literals", "snap_value", "space_openers", "space_sql", "to_placeholder_sql"]

@@ -130,7 +130,8 @@ def rewrite_tables(text: str, lay: Layout, fix_tables: bool = True, infer_joins:
 
 
 def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = True,
-                snap_values: bool = True, value_pointers: bool = False, fix_tables: bool = False) -> str:
+                snap_values: bool = True, value_pointers: bool = False, fix_tables: bool = False,
+                value_columns: bool = False) -> str:
     """Map generated placeholder SQL back to the real names of ``lay`` (see the module docstring).
 
     Unknown placeholders (``c99`` in a schema of 20 columns) are left as they are, so the query
@@ -149,6 +150,8 @@ def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = 
     text = "".join(pieces)
     if value_pointers:
         text = resolve_pointers(text, question)
+    if value_columns:
+        text = compare_on_value_columns(text, lay, question)
     if fix_tables or infer_joins:
         text = rewrite_tables(text, lay, fix_tables, infer_joins)
     used_tables = {m.group(3) for m in _PLACEHOLDER.finditer(_code_only(text)) if m.group(2) == "t"}
@@ -177,6 +180,46 @@ def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = 
 
 
 
+
+
+_COMPARISON = re.compile(r"(?<![\w.])(c\d+)(\s*(?:=|<>|!=|(?:NOT\s+)?LIKE)\s*)'((?:[^']|'')*)'", re.IGNORECASE)
+
+
+def compare_on_value_columns(text: str, lay: Layout, question: str) -> str:
+    """Compare each string value on the column that stores it.
+
+    ``c5 = 'United Kingdom'`` becomes ``c3 = 'United Kingdom'`` when ``'United Kingdom'`` (after
+    :func:`snap_value`) is a sample value of exactly one column of ``lay``, ``c3``, and not of ``c5``;
+    the samples are the values the context carries (the ones the question names, with
+    ``question_values``). ``LIKE`` patterns and values no column or several columns store are left
+    as written; so is a column number the layout does not know. Placeholder SQL in, placeholder SQL out.
+    """
+    owners: dict[str, set[str]] = {}
+    samples: list[str] = []
+    for table in lay.schema.tables:
+        for col in table.columns:
+            cid = lay.column_ids.get((table.name.lower(), col.name.lower()))
+            for sample in col.samples:
+                if not sample.startswith("'"):
+                    continue
+                samples.append(sample)
+                if cid is not None:
+                    owners.setdefault(_literal_text(sample).lower(), set()).add(cid)
+    if not owners:
+        return text
+
+    def sub(m: re.Match[str]) -> str:
+        column, op, raw = m.group(1), m.group(2), m.group(3)
+        value = raw.replace("''", "'")
+        if "%" in value or column not in lay.columns:
+            return m.group(0)
+        value = snap_value(value, question, samples)
+        found = owners.get(value.lower(), set())
+        if len(found) == 1 and column not in found:
+            column = next(iter(found))
+        return f"{column}{op}'" + value.replace("'", "''") + "'"
+
+    return _COMPARISON.sub(sub, text)
 
 
 _DANGLING = re.compile(
@@ -227,7 +270,8 @@ def snap_value(value: str, question: str, samples: Iterable[str] = ()) -> str:
     """The sample value or question span ``value`` most likely copies, or ``value`` itself.
 
     A sample value equal to ``value`` ignoring case wins (its spelling is the stored one); a value
-    found in the question, in any case, is kept as the model wrote it; then a question span equal
+    found in the question, in any case, is kept as the model wrote it, unless it is a whole-word part
+    of a longer sample value the question also names (``'West'`` becomes ``'West Germany'``); then a question span equal
     to it ignoring case and spaces; otherwise the most similar question span or sample value when
     its similarity is at least 0.85. ``%`` wildcards at either end are kept.
     """
@@ -244,6 +288,14 @@ def snap_value(value: str, question: str, samples: Iterable[str] = ()) -> str:
             if cand.lower() == low:
                 return pre + cand + post
         if low in question.lower():
+            if not pre and not post:
+                # A pointer that stopped early ('West' of "West Germany"): the stored value the
+                # question names around it.
+                around = re.compile(rf"(?<!\w){re.escape(low)}(?!\w)")
+                longer = [c for c in texts if len(c) > len(core) and around.search(c.lower())
+                          and c.lower() in question.lower()]
+                if longer:
+                    return max(longer, key=len)
             return value
         spans = spans if spans is not None else _question_spans(question)
         squeezed = re.sub(r"\s+", "", low)
