@@ -90,7 +90,8 @@ class PromptOptions(BaseModel):
 
 #: Options that never worked with ``schema_format: sql``: refused there rather than ignored.
 _NEEDS_LINKED = {"placeholders", "infer_joins", "value_pointers", "question_links", "linked_tables_only",
-                 "fix_tables", "linked_columns_only", "key_columns", "question_values", "value_columns"}
+                 "fix_tables", "linked_columns_only", "key_columns", "question_values", "value_columns",
+                 "order_words"}
 
 
 def _legacy(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -172,6 +172,29 @@ def test_value_columns_compare_a_value_on_the_one_column_that_stores_it():
         PromptOptions(format="linked", value_columns=True)
 
 
+def test_order_words_sort_in_the_direction_the_question_asks():
+    from t2sql.linking import order_as_asked
+
+    opts = LINKED.replace(shuffle_tables=False, order_words=True)
+    q = "List the names of singers in ascending alphabetical order."
+    assert postprocess("SELECT c2 FROM t1 ORDER BY c2 DESC", q, CTX, opts) == "SELECT name FROM singer ORDER BY name ASC"
+    assert postprocess("SELECT c2 FROM t1 ORDER BY c2 DESC", q, CTX, opts.replace(order_words=False)) == (
+        "SELECT name FROM singer ORDER BY name DESC")
+    rev = "List the names of singers in reverse alphabetical order."
+    assert postprocess("SELECT c2 FROM t1 ORDER BY c2", rev, CTX, opts) == "SELECT name FROM singer ORDER BY name DESC"
+    assert order_as_asked("SELECT name FROM t ORDER BY age ASC LIMIT 3", "names in descending order of age") == (
+        "SELECT name FROM t ORDER BY age DESC LIMIT 3")
+    assert order_as_asked("SELECT name FROM t ORDER BY COUNT(*)", "in decreasing order of count") == (
+        "SELECT name FROM t ORDER BY COUNT(*) DESC")
+    # Left as written: a direction already right, no cue, both cues, two keys, two ORDER BYs.
+    for sql, question in [("SELECT a FROM t ORDER BY a", "a in alphabetical order"),
+                          ("SELECT a FROM t ORDER BY a DESC", "a sorted by b"),
+                          ("SELECT a FROM t ORDER BY a DESC", "a ascending and b descending"),
+                          ("SELECT a FROM t ORDER BY a, b DESC", "in alphabetical order"),
+                          ("SELECT a FROM (SELECT a FROM t ORDER BY a DESC) ORDER BY a DESC", "in alphabetical order")]:
+        assert order_as_asked(sql, question) == sql
+
+
 def test_value_snapping():
     q = 'Which routes have "Replaced by US 81" listed for Butler CC (KS)?'
     assert snap_value("Replaced by US 81", q) == "Replaced by US 81"

@@ -31,14 +31,14 @@ The package is split by concept, each module importing only those above it:
 from t2sql.linking.names import MARK_EXACT, MARK_PARTIAL, MARK_VALUE, humanize, name_words, question_words
 from t2sql.linking.pointers import (MAX_WORDS, mark_question, point_values, question_word_spans, resolve_pointers,
                                     space_openers, space_sql)
-from t2sql.linking.repair import (compare_on_value_columns, repair_sql, restore_sql, rewrite_tables, snap_literals,
-                                  snap_value)
+from t2sql.linking.repair import (compare_on_value_columns, order_as_asked, repair_sql, restore_sql, rewrite_tables,
+                                  snap_literals, snap_value)
 from t2sql.linking.schema import Column, Schema, Table, parse_context
 from t2sql.linking.targets import TargetError, join_condition, to_placeholder_sql
 from t2sql.linking.view import MAX_COLUMNS, MAX_TABLES, Layout, layout, placeholder_tokens, question_links
 
 __all__ = ["MARK_EXACT", "MARK_PARTIAL", "MARK_VALUE", "MAX_COLUMNS", "MAX_TABLES", "MAX_WORDS", "Column", "Layout",
            "Schema", "Table", "TargetError", "compare_on_value_columns", "humanize", "join_condition", "layout",
-           "mark_question", "name_words", "parse_context", "placeholder_tokens", "point_values", "question_links",
+           "mark_question", "name_words", "order_as_asked", "parse_context", "placeholder_tokens", "point_values", "question_links",
            "question_word_spans", "question_words", "repair_sql", "resolve_pointers", "restore_sql", "rewrite_tables",
            "snap_literals", "snap_value", "space_openers", "space_sql", "to_placeholder_sql"]

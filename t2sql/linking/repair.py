@@ -131,7 +131,7 @@ def rewrite_tables(text: str, lay: Layout, fix_tables: bool = True, infer_joins:
 
 def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = True,
                 snap_values: bool = True, value_pointers: bool = False, fix_tables: bool = False,
-                value_columns: bool = False) -> str:
+                value_columns: bool = False, order_words: bool = False) -> str:
     """Map generated placeholder SQL back to the real names of ``lay`` (see the module docstring).
 
     Unknown placeholders (``c99`` in a schema of 20 columns) are left as they are, so the query
@@ -176,6 +176,8 @@ def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = 
     sql = "".join(out)
     if snap_values:
         sql = snap_literals(sql, question, lay)
+    if order_words:
+        sql = order_as_asked(sql, question)
     return sql
 
 
@@ -220,6 +222,40 @@ def compare_on_value_columns(text: str, lay: Layout, question: str) -> str:
         return f"{column}{op}'" + value.replace("'", "''") + "'"
 
     return _COMPARISON.sub(sub, text)
+
+
+_DESC_WORDS = re.compile(r"\b(?:descending|decreasing|reverse|reversed)\b", re.IGNORECASE)
+_ASC_ONLY_WORDS = re.compile(r"\b(?:ascending|increasing)\b", re.IGNORECASE)
+_ASC_WORDS = re.compile(r"\b(?:ascending|increasing|alphabetic(?:al(?:ly)?)?|lexicographic(?:al(?:ly)?)?)\b",
+                        re.IGNORECASE)
+_ORDER_BY = re.compile(r"\bORDER\s+BY\s+([^,()']+?|[^,()']*\([^()']*\)[^,()']*?)(?:\s+(ASC|DESC))?"
+                       r"(?=\s+LIMIT\b|\s*\)|\s*$)", re.IGNORECASE)
+
+
+def order_as_asked(sql: str, question: str) -> str:
+    """Make the sort direction the one the question's words ask for.
+
+    "in descending order", "decreasing", "reverse alphabetical" ask for ``DESC``; "ascending",
+    "increasing", "alphabetical", "lexicographic" (without a descending word) for ``ASC``. Only a
+    query with one ``ORDER BY`` of one key is changed, and only when the question asks for one
+    direction: ``ORDER BY name DESC`` becomes ``ORDER BY name ASC`` for "in alphabetical order",
+    ``ORDER BY age`` becomes ``ORDER BY age DESC`` for "in descending order of age".
+    """
+    if len(re.findall(r"\bORDER\s+BY\b", sql, re.IGNORECASE)) != 1:
+        return sql
+    if _DESC_WORDS.search(question) and not _ASC_ONLY_WORDS.search(question):
+        want = "DESC"
+    elif _ASC_WORDS.search(question) and not _DESC_WORDS.search(question):
+        want = "ASC"
+    else:
+        return sql
+    m = _ORDER_BY.search(sql)
+    if m is None or "'" in sql[m.start():]:
+        return sql
+    have = (m.group(2) or "ASC").upper()
+    if have == want:
+        return sql
+    return sql[:m.start()] + f"ORDER BY {m.group(1).strip()} {want}" + sql[m.end():]
 
 
 _DANGLING = re.compile(

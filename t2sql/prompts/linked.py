@@ -65,6 +65,11 @@ class Config(BaseModel):
         description="On output, compare a string value on the column that stores it: c5 = 'United Kingdom' "
         "becomes c3 = 'United Kingdom' when c3 is the one column whose shown values hold it (the values "
         "question_values writes; t2sql.linking.compare_on_value_columns). Needs placeholders.")
+    order_words: bool = Field(
+        default=False,
+        description="On output, sort in the direction the question's words ask for ('descending', 'reverse "
+        "alphabetical' -> DESC; 'ascending', 'alphabetical' -> ASC) when the query has one ORDER BY of one key "
+        "(t2sql.linking.order_as_asked). Needs placeholders.")
     value_pointers: bool = Field(
         default=False,
         description="Number the question's words (w1 How w2 many ...); the target writes a value that is a run "
@@ -106,7 +111,7 @@ class Config(BaseModel):
         needs = [("infer_joins", "placeholders"), ("value_pointers", "placeholders"),
                  ("question_links", "value_pointers"), ("linked_tables_only", "link_marks"),
                  ("fix_tables", "placeholders"), ("linked_columns_only", "placeholders"),
-                 ("value_columns", "placeholders"),
+                 ("value_columns", "placeholders"), ("order_words", "placeholders"),
                  ("linked_columns_only", "link_marks"), ("question_values", "link_marks"),
                  ("key_columns", "linked_columns_only")]
         for option, needed in needs:
@@ -216,7 +221,8 @@ def decode(text: str, question: str, context: str, config: Config) -> str:
             if lay.text:
                 return restore_sql(text, lay, question, infer_joins=config.infer_joins,
                                    snap_values=config.snap_values, value_pointers=config.value_pointers,
-                                   fix_tables=config.fix_tables, value_columns=config.value_columns)
+                                   fix_tables=config.fix_tables, value_columns=config.value_columns,
+                                   order_words=config.order_words)
         if config.snap_values:
             from t2sql.linking import snap_literals
 
