@@ -114,3 +114,20 @@ def test_predict_records_streams_a_jsonl_file(spider_dir, constant_model, tmp_pa
     empty.write_text("")
     assert predict_records(str(constant_model), empty, tmp_path / "none.sql") == 0
     assert (tmp_path / "none.sql").read_text() == ""
+
+
+def test_evaluate_cache_key_follows_a_model_file_edited_in_place(tmp_path):
+    import os
+
+    from cli import _files_stamp
+
+    prompt = tmp_path / "t2sql_prompt.json"
+    prompt.write_text('{"format": "linked"}')
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    folder_time = os.path.getmtime(tmp_path)
+    first = _files_stamp(tmp_path)
+    assert _files_stamp(tmp_path) == first
+    with prompt.open("r+") as f:  # rewritten in place: the folder's own time does not move
+        f.write('{"format": "linked", "order_words": true}')
+    assert os.path.getmtime(tmp_path) == folder_time
+    assert _files_stamp(tmp_path) != first
