@@ -163,7 +163,8 @@ def test_value_columns_compare_a_value_on_the_one_column_that_stores_it():
     assert postprocess("SELECT COUNT(*) FROM t2 WHERE c7 = 'France'", Q, ctx, opts) == (
         "SELECT COUNT(*) FROM singer WHERE country = 'France'")
     # Left as written: a value two columns store, a pattern, a column the schema does not have.
-    assert postprocess("SELECT c2 FROM t1 WHERE c2 = 'USA'", Q, ctx, opts) == "SELECT name FROM singer WHERE name = 'USA'"
+    assert postprocess("SELECT c2 FROM t1 WHERE c2 = 'USA'", Q, ctx, opts) == (
+        "SELECT name FROM singer WHERE name = 'USA'")
     assert postprocess("SELECT c2 FROM t1 WHERE c2 LIKE '%France%'", Q, ctx, opts) == (
         "SELECT name FROM singer WHERE name LIKE '%France%'")
     assert postprocess("SELECT c2 FROM t1 WHERE c99 = 'France'", Q, ctx, opts) == (
@@ -177,11 +178,13 @@ def test_order_words_sort_in_the_direction_the_question_asks():
 
     opts = LINKED.replace(shuffle_tables=False, order_words=True)
     q = "List the names of singers in ascending alphabetical order."
-    assert postprocess("SELECT c2 FROM t1 ORDER BY c2 DESC", q, CTX, opts) == "SELECT name FROM singer ORDER BY name ASC"
+    assert postprocess("SELECT c2 FROM t1 ORDER BY c2 DESC", q, CTX, opts) == (
+        "SELECT name FROM singer ORDER BY name ASC")
     assert postprocess("SELECT c2 FROM t1 ORDER BY c2 DESC", q, CTX, opts.replace(order_words=False)) == (
         "SELECT name FROM singer ORDER BY name DESC")
     rev = "List the names of singers in reverse alphabetical order."
-    assert postprocess("SELECT c2 FROM t1 ORDER BY c2", rev, CTX, opts) == "SELECT name FROM singer ORDER BY name DESC"
+    assert postprocess("SELECT c2 FROM t1 ORDER BY c2", rev, CTX, opts) == (
+        "SELECT name FROM singer ORDER BY name DESC")
     assert order_as_asked("SELECT name FROM t ORDER BY age ASC LIMIT 3", "names in descending order of age") == (
         "SELECT name FROM t ORDER BY age DESC LIMIT 3")
     assert order_as_asked("SELECT name FROM t ORDER BY COUNT(*)", "in decreasing order of count") == (

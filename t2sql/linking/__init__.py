@@ -15,8 +15,9 @@ when the foreign keys say how to join (``ON`` is inferred back)::
 
 After generation, :func:`restore_sql` maps the numbers back to real names (qualified when several
 tables are used), infers the ``ON`` conditions, snaps string values onto the question or the
-schema's sample values and (``value_columns``) compares each value on the column that stores it. Everything is recomputed from ``(question, context)``, so a model needs
-nothing but its inputs.
+schema's sample values, and as configured compares each value on the column that stores it and
+sorts in the direction the question asks for. Everything is recomputed from ``(question, context)``,
+so a model needs nothing but its inputs.
 
 The package is split by concept, each module importing only those above it:
 
@@ -39,6 +40,6 @@ from t2sql.linking.view import MAX_COLUMNS, MAX_TABLES, Layout, layout, placehol
 
 __all__ = ["MARK_EXACT", "MARK_PARTIAL", "MARK_VALUE", "MAX_COLUMNS", "MAX_TABLES", "MAX_WORDS", "Column", "Layout",
            "Schema", "Table", "TargetError", "compare_on_value_columns", "humanize", "join_condition", "layout",
-           "mark_question", "name_words", "order_as_asked", "parse_context", "placeholder_tokens", "point_values", "question_links",
-           "question_word_spans", "question_words", "repair_sql", "resolve_pointers", "restore_sql", "rewrite_tables",
-           "snap_literals", "snap_value", "space_openers", "space_sql", "to_placeholder_sql"]
+           "mark_question", "name_words", "order_as_asked", "parse_context", "placeholder_tokens", "point_values",
+           "question_links", "question_word_spans", "question_words", "repair_sql", "resolve_pointers", "restore_sql",
+           "rewrite_tables", "snap_literals", "snap_value", "space_openers", "space_sql", "to_placeholder_sql"]

@@ -181,9 +181,6 @@ def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = 
     return sql
 
 
-
-
-
 _COMPARISON = re.compile(r"(?<![\w.])(c\d+)(\s*(?:=|<>|!=|(?:NOT\s+)?LIKE)\s*)'((?:[^']|'')*)'", re.IGNORECASE)
 
 
@@ -307,8 +304,8 @@ def snap_value(value: str, question: str, samples: Iterable[str] = ()) -> str:
 
     A sample value equal to ``value`` ignoring case wins (its spelling is the stored one); a value
     found in the question, in any case, is kept as the model wrote it, unless it is a whole-word part
-    of a longer sample value the question also names (``'West'`` becomes ``'West Germany'``); then a question span equal
-    to it ignoring case and spaces; otherwise the most similar question span or sample value when
+    of a longer sample value the question also names (``'West'`` becomes ``'West Germany'``); then a
+    question span equal to it ignoring case and spaces; otherwise the most similar question span or sample value when
     its similarity is at least 0.85. ``%`` wildcards at either end are kept.
     """
     if not value.strip():
