@@ -129,13 +129,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _files_stamp(folder: Path) -> str:
-    """Name, size and modification time of every file under ``folder``: a file of a model edited in place
-    (its ``t2sql_prompt.json``, new weights) gives another cache key, which the folder's own time does not."""
+def _model_key(model_dir: str | os.PathLike[str]) -> str:
+    """Evaluation cache key of a model folder: its path and the size and time of each of its files, so a
+    file edited in place (its ``t2sql_prompt.json``, new weights) is scored again, which the folder's own
+    time would not say."""
+    from t2sql.compression.onnx_export import source_stamp
     from t2sql.io import fingerprint
 
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return fingerprint([[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    return f"model-{Path(model_dir).resolve()}-{fingerprint(source_stamp(model_dir))}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -151,7 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = pipeline.prepare(cfg)
     test = args.data or data["test"]
     metrics = pipeline.evaluate_model_dir(cfg.eval, pipeline.work_dir(cfg), str(model_dir), test,
-                                          key=f"model-{Path(model_dir).resolve()}-{_files_stamp(Path(model_dir))}",
+                                          key=_model_key(model_dir),
                                           backend=args.backend, max_source_length=cfg.train.max_source_length)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}, indent=2))
     return 0

@@ -119,15 +119,15 @@ def test_predict_records_streams_a_jsonl_file(spider_dir, constant_model, tmp_pa
 def test_evaluate_cache_key_follows_a_model_file_edited_in_place(tmp_path):
     import os
 
-    from cli import _files_stamp
+    from cli import _model_key
 
     prompt = tmp_path / "t2sql_prompt.json"
     prompt.write_text('{"format": "linked"}')
     (tmp_path / "model.safetensors").write_bytes(b"weights")
     folder_time = os.path.getmtime(tmp_path)
-    first = _files_stamp(tmp_path)
-    assert _files_stamp(tmp_path) == first
+    first = _model_key(tmp_path)
+    assert _model_key(tmp_path) == first
     with prompt.open("r+") as f:  # rewritten in place: the folder's own time does not move
         f.write('{"format": "linked", "order_words": true}')
     assert os.path.getmtime(tmp_path) == folder_time
-    assert _files_stamp(tmp_path) != first
+    assert _model_key(tmp_path) != first

@@ -181,29 +181,35 @@ def restore_sql(text: str, lay: Layout, question: str = "", infer_joins: bool = 
     return sql
 
 
+def _string_samples(lay: Layout) -> Iterable[tuple[str | None, str]]:
+    """(column number or None, quoted sample) for every string sample value of ``lay``'s schema."""
+    for table in lay.schema.tables:
+        for col in table.columns:
+            cid = lay.column_ids.get((table.name.lower(), col.name.lower()))
+            for sample in col.samples:
+                if sample.startswith("'"):
+                    yield cid, sample
+
+
 _COMPARISON = re.compile(r"(?<![\w.])(c\d+)(\s*(?:=|<>|!=|(?:NOT\s+)?LIKE)\s*)'((?:[^']|'')*)'", re.IGNORECASE)
 
 
 def compare_on_value_columns(text: str, lay: Layout, question: str) -> str:
     """Compare each string value on the column that stores it.
 
-    ``c5 = 'United Kingdom'`` becomes ``c3 = 'United Kingdom'`` when ``'United Kingdom'`` (after
-    :func:`snap_value`) is a sample value of exactly one column of ``lay``, ``c3``, and not of ``c5``;
-    the samples are the values the context carries (the ones the question names, with
-    ``question_values``). ``LIKE`` patterns and values no column or several columns store are left
-    as written; so is a column number the layout does not know. Placeholder SQL in, placeholder SQL out.
+    ``c5 = 'United Kingdom'`` becomes ``c3 = 'United Kingdom'`` when ``'United Kingdom'``, read
+    through :func:`snap_value`, is a sample value of exactly one column of ``lay``, ``c3``, and not of
+    ``c5``; the samples are the values the context carries (the ones the question names, with
+    ``question_values``). The value is written as it was (``snap_values`` snaps it afterwards).
+    ``LIKE`` patterns and values no column or several columns store are left as written; so is a
+    column number the layout does not know. Placeholder SQL in, placeholder SQL out.
     """
     owners: dict[str, set[str]] = {}
     samples: list[str] = []
-    for table in lay.schema.tables:
-        for col in table.columns:
-            cid = lay.column_ids.get((table.name.lower(), col.name.lower()))
-            for sample in col.samples:
-                if not sample.startswith("'"):
-                    continue
-                samples.append(sample)
-                if cid is not None:
-                    owners.setdefault(_literal_text(sample).lower(), set()).add(cid)
+    for cid, sample in _string_samples(lay):
+        samples.append(sample)
+        if cid is not None:
+            owners.setdefault(_literal_text(sample).lower(), set()).add(cid)
     if not owners:
         return text
 
@@ -212,11 +218,10 @@ def compare_on_value_columns(text: str, lay: Layout, question: str) -> str:
         value = raw.replace("''", "'")
         if "%" in value or column not in lay.columns:
             return m.group(0)
-        value = snap_value(value, question, samples)
-        found = owners.get(value.lower(), set())
+        found = owners.get(snap_value(value, question, samples).lower(), set())
         if len(found) == 1 and column not in found:
-            column = next(iter(found))
-        return f"{column}{op}'" + value.replace("'", "''") + "'"
+            return f"{next(iter(found))}{op}'{raw}'"
+        return m.group(0)
 
     return _COMPARISON.sub(sub, text)
 
@@ -352,11 +357,7 @@ def snap_value(value: str, question: str, samples: Iterable[str] = ()) -> str:
 
 def snap_literals(sql: str, question: str, lay: Layout | None = None) -> str:
     """Snap every string literal of ``sql`` with :func:`snap_value` (sample values of the schema too)."""
-    samples: list[str] = []
-    if lay is not None:
-        for t in lay.schema.tables:
-            for c in t.columns:
-                samples.extend(s for s in c.samples if s.startswith("'"))
+    samples = [sample for _, sample in _string_samples(lay)] if lay is not None else []
     out = []
     for code, literal in _split_literals(sql):
         out.append(code)
