@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlglot
 from pydantic import ValidationError
 
 from t2sql.data.sources import load_spider, load_wikisql
@@ -380,6 +381,9 @@ def test_fix_tables_reads_the_tables_the_chosen_columns_belong_to():
             "SELECT singer.name, COUNT(*) FROM singer JOIN concert ON singer.id = concert.performer_id "
             "GROUP BY singer.name"),
         "SELECT c2 FROM t1 LEFT JOIN t1": "SELECT name FROM singer",
+        # a self-join without aliases (every column ambiguous), in a query with a subquery
+        "SELECT c2 FROM t1 JOIN t1 ON c1 = c1 WHERE c1 = (SELECT MAX( c1) FROM t1)": (
+            "SELECT name FROM singer WHERE id = (SELECT MAX(id) FROM singer)"),
         # each SELECT on its own: the subquery reads concert
         "SELECT COUNT(*) FROM t1 WHERE c2 IN (SELECT c6 FROM t1)": (
             "SELECT COUNT(*) FROM singer WHERE singer.name IN (SELECT concert.year FROM concert)"),
@@ -498,3 +502,20 @@ def test_shipped_configs_write_and_read_as_recorded():
             if opts.format == "linked":
                 assert placeholder_target(rec["answer"], rec["question"], ctx, opts) == row["placeholder"]
             assert postprocess(target, rec["question"], ctx, opts) == row["decoded"], (name, row["id"])
+
+
+def test_a_self_join_without_aliases_is_read_once():
+    from t2sql.linking.repair import _drop_self_joins
+
+    cases = {
+        "SELECT c1 FROM t1 JOIN t2 JOIN t1": (True, "SELECT c1 FROM t1 JOIN t2"),
+        "SELECT c1 FROM t1 WHERE c2 IN (SELECT c2 FROM t2 JOIN t2)": (
+            True, "SELECT c1 FROM t1 WHERE c2 IN (SELECT c2 FROM t2)"),
+        # aliases tell the two apart
+        "SELECT a.c1 FROM t1 AS a JOIN t1 AS b": (False, "SELECT a.c1 FROM t1 AS a JOIN t1 AS b"),
+        "SELECT c1 FROM (SELECT c1 FROM t1) JOIN t1": (False, "SELECT c1 FROM (SELECT c1 FROM t1) JOIN t1"),
+    }
+    for text, (changed, want) in cases.items():
+        tree = sqlglot.parse_one(text, read="sqlite")
+        assert _drop_self_joins(tree) is changed, text
+        assert tree.sql(dialect="sqlite").replace(" ON TRUE", "") == want

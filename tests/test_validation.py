@@ -12,6 +12,7 @@ from t2sql.config import ModelConfig
 from t2sql.data.sources import load_spider, load_wikisql
 from t2sql.io import write_jsonl
 from t2sql.linking import mark_question, point_values, question_word_spans, resolve_pointers
+from t2sql.linking.pointers import bare_value
 from t2sql.prompt import PromptOptions, build_source, build_target, postprocess
 from t2sql.evaluation.judge import ExampleScorer, score_predictions
 from t2sql.validation import VALIDATION_SCORING, evenly_spaced, translate_records, validation_metrics_fn
@@ -51,6 +52,17 @@ def test_value_pointers_round_trip():
     assert pointed == "SELECT a FROM t WHERE b LIKE '% w5 w8 %' AND c > w16 AND d = 'elsewhere' LIMIT 1"
     assert resolve_pointers(pointed, q) == sql
     assert resolve_pointers("SELECT a FROM t WHERE b = 'w90'", q) == "SELECT a FROM t WHERE b = 'w90'"
+
+
+def test_a_bare_pointer_is_always_a_value():
+    """A bare pointer (written for numbers) to another word is read as a number or a string, never as an
+    identifier: ``= w3`` over ``R`` is ``= 'R'``, not the column ``R``."""
+    q = "Films rated R with more than four stars , 200,000 votes or 4.5 , and O'Neil ?"
+    sql = "SELECT a FROM t WHERE r = w3 AND s > w7 AND v > w10 AND x < w13 AND y = w16 AND z = w14"
+    assert resolve_pointers(sql, q) == ("SELECT a FROM t WHERE r = 'R' AND s > 4 AND v > 200000 AND x < 4.5 "
+                                        "AND y = 'O' AND z = ','")
+    assert [bare_value(w) for w in ("56", "-3.5", "1,000", "Twenty", "O'Neil")] == ["56", "-3.5", "1000", "20",
+                                                                                 "'O''Neil'"]
 
 
 def test_pointer_targets_map_back_to_the_gold_on_every_fixture_record():

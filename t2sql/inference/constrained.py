@@ -22,8 +22,11 @@ incremental grammar (:class:`PrefixChecker`):
 - question-word pointers (``w5``) only within the question's length, and as a value's first or last
   word only a question word that can be a value (:data:`VALUE_RULE`, :func:`value_words`): a number,
   a word in quotes, a capitalised word that does not begin a sentence, a word of a stored value the
-  input shows, or punctuation that ends one of those (``Ph.D.``); a ``LIKE`` pattern (a literal with ``%``) may point at any word; formats
-  that do not show the stored values a question names (``question_values``) leave values free;
+  input shows, or punctuation that ends one of those (``Ph.D.``, never a value's first word); a ``LIKE``
+  pattern (a literal with ``%``) may point at any word; a finished literal holds a pointer or a letter or
+  digit (not ``'?'`` or ``'%'``); formats that do not show the stored values a question names
+  (``question_values``) leave values free;
+- no arithmetic operator next to a quoted string (``'%' % '%'``);
 - a last word still being written (``c`` of ``c12``, split by a tokenizer into pieces) only when it
   is the beginning of an allowed word.
 
@@ -108,6 +111,8 @@ class RowSchema:
         value_words: the pointers ``w<k>`` that may begin or end a value (a bare pointer, or a quoted
             pointer literal that is not a ``LIKE`` pattern); None where any may (formats that do not
             write the stored values the question names into the input: ``question_values``).
+        punctuation_words: the pointers ``w<k>`` whose question word holds no letter or digit: one
+            can end a value (``Ph.D.``) but not begin one (with :data:`VALUE_RULE`).
     """
 
     tables: frozenset[str] = frozenset()
@@ -121,6 +126,7 @@ class RowSchema:
     check_owners: bool = True
     numeric_words: frozenset[int] = frozenset()
     value_words: frozenset[int] | None = None
+    punctuation_words: frozenset[int] = frozenset()
 
     @functools.cached_property
     def vocabulary(self) -> list[tuple[str, str, bool]]:
@@ -199,6 +205,8 @@ _NUMBER_WORDS = frozenset("zero one two three four five six seven eight nine ten
                           "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
                           "eighty ninety hundred thousand million billion".split())
 _ORDER_OPS = frozenset({"<", ">", "<=", ">="})
+#: Arithmetic operators: never applied to a quoted string (``'%' % '%'``, a loop of a small model).
+_ARITHMETIC = frozenset({"+", "-", "*", "/", "%"})
 
 
 def _is_number_word(word: str) -> bool:
@@ -228,6 +236,7 @@ def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bo
     columns: set[str] = set()
     n_words = 0
     numeric: frozenset[int] = frozenset()
+    punctuation: frozenset[int] = frozenset()
     values: frozenset[int] | None = None
     if fmt == "linked" and placeholders:
         cut = re.search(r"\s\|\s(?=t\d+\b)", source)
@@ -242,6 +251,7 @@ def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bo
             n_words = len(re.findall(r"(?:^|\s)w\d+\s", question_part + " "))
             pointed = _POINTED_WORD.findall(question_part)
             numeric = frozenset(int(k) for k, word in pointed if _is_number_word(word))
+            punctuation = frozenset(int(k) for k, word in pointed if not any(ch.isalnum() for ch in word))
             if stored_values:  # without the stored values a question names, a lower-case value is not told apart
                 values = value_words(pointed, schema_part)
         aliases = frozenset(f"T{i}" for i in range(1, 10))
@@ -250,7 +260,7 @@ def _for_pair(question: str, context: str, source: str, key: tuple[str, bool, bo
     restrict = bool(tables or table_names)
     return RowSchema(frozenset(tables), frozenset(columns), table_names, column_names,
                      {k: frozenset(v) for k, v in owners.items()}, n_words, aliases, restrict, not tables_fixed,
-                     numeric, values)
+                     numeric, values, punctuation)
 
 
 _QUOTE_WORDS = frozenset({'"', "'", "“", "”", "‘", "’", "``", "''"})
@@ -363,6 +373,7 @@ class PrefixChecker:
         self._partial_memo: dict[tuple, bool] = {}
         self._cat_memo: dict[str, frozenset[str]] = {}
         self._values = row.value_words if VALUE_RULE else None
+        self._starts = None if self._values is None else self._values - row.punctuation_words
 
     # -- public ---------------------------------------------------------------------------------
     def valid_prefix(self, text: str, parent: str | None = None) -> bool:
@@ -456,7 +467,7 @@ class PrefixChecker:
         if self._values is None:
             return True
         m = _POINTER.match(word)
-        return m is not None and int(m.group(1)) in self._values
+        return m is not None and int(m.group(1)) in self._starts
 
     def _pointers_ok(self, value: str, numbers: Sequence[str]) -> bool:
         """The finished pointers of a pointer literal: words that exist and, outside a LIKE pattern, can
@@ -465,7 +476,7 @@ class PrefixChecker:
             return False
         if self._values is None or "%" in value or not numbers:
             return True
-        return int(numbers[0]) in self._values and int(numbers[-1]) in self._values
+        return int(numbers[0]) in self._starts and int(numbers[-1]) in self._values
 
     def _pointer_begun(self, value: str, digits: str) -> bool:
         """Whether ``w<digits>``, a pointer of the literal ``value`` still being written, can be
@@ -477,12 +488,15 @@ class PrefixChecker:
 
     def _literal_ok(self, value: str) -> bool:
         """A pointer literal (``' w9 w13 '``) names question words that exist and can be a value; where
-        values are pointers, a literal written out holds no schema number or clause keyword."""
+        values are pointers, a literal written out holds no schema number or clause keyword. With
+        :data:`VALUE_RULE`, a finished literal names something: a pointer, or a letter or digit written
+        out (not ``'?'``, ``'%'`` or ``' % '``)."""
         if not self.row.n_words or value[0] != "'":
             return True
+        numbers = re.findall(r"w(\d+)", value)
         if not _POINTER_LITERAL.match(value):
-            return not _SQL_IN_TEXT.search(value)
-        return self._pointers_ok(value, re.findall(r"w(\d+)", value))
+            return not _SQL_IN_TEXT.search(value) and (self._values is None or any(ch.isalnum() for ch in value))
+        return (self._values is None or bool(numbers)) and self._pointers_ok(value, numbers)
 
     def _partial(self, st: _State, kind: str, value: str) -> bool:
         """The last lexeme, maybe unfinished: can it be completed into one the grammar takes here?"""
@@ -614,6 +628,8 @@ class PrefixChecker:
                     return True
                 return False
             if kind in ("num", "sq", "dq"):
+                if kind != "num" and st.prev in _ARITHMETIC:
+                    return False
                 st.exp = "after"
                 return True
             if kind == "bq" and self._name_ok(value, self.row.column_names):
@@ -631,6 +647,8 @@ class PrefixChecker:
             return False
         if e == "after":
             if kind == "op":
+                if value in _ARITHMETIC and st.prev[:1] in ("'", '"'):
+                    return False
                 st.exp = "operand"
                 return True
             if kind == "punct":

@@ -96,7 +96,7 @@ def resolve_pointers(sql: str, question: str) -> str:
     for code, literal in _split_literals(sql):
         def number(m: re.Match[str]) -> str:
             got = text(int(m.group(1)), None)
-            return got if got is not None else m.group(0)
+            return m.group(0) if got is None else bare_value(got)
 
         out.append(_CODE_POINTER.sub(number, code))
         if literal:
@@ -104,6 +104,27 @@ def resolve_pointers(sql: str, question: str) -> str:
             got = text(int(m.group(2)), int(m.group(3)) if m.group(3) else None) if m else None
             out.append(literal if got is None else "'" + m.group(1) + got.replace("'", "''") + m.group(4) + "'")
     return "".join(out)
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_GROUPED_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+                                                       "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100}
+
+
+def bare_value(word: str) -> str:
+    """SQL for the question word a bare pointer (``> w7``) names: a number as it is, ``1,000`` as
+    ``1000``, a number word (``four``) as its digits, any other word as a quoted string (``= w5`` over
+    ``R`` -> ``= 'R'``), never an identifier."""
+    if _NUMBER.fullmatch(word):
+        return word
+    if _GROUPED_NUMBER.fullmatch(word):
+        return word.replace(",", "")
+    if word.lower() in _NUMBER_WORDS:
+        return str(_NUMBER_WORDS[word.lower()])
+    return "'" + word.replace("'", "''") + "'"
 
 
 _OPENERS = re.compile(r"([\"'(\[“‘])(?=\w)")

@@ -67,6 +67,29 @@ def _drop_repeated_joins(text: str) -> str:
     return _REPEATED_JOIN.sub(drop, text)
 
 
+def _drop_self_joins(tree: exp.Expression) -> bool:
+    """In each SELECT without aliases, drop a ``JOIN`` of a table it already reads (``FROM t1 JOIN t1
+    ON c2 = c2``: every column of it is then ambiguous); True if any was dropped."""
+    changed = False
+    for select in tree.find_all(exp.Select):
+        from_ = select.args.get("from") or select.args.get("from_")
+        if from_ is None or not isinstance(from_.this, exp.Table) or any(t.alias for t in _scope_tables(select)):
+            continue
+        seen = {from_.this.name}
+        joins = select.args.get("joins") or []
+        kept = []
+        for j in joins:
+            name = j.this.name if isinstance(j.this, exp.Table) else None
+            if name not in seen:
+                kept.append(j)
+            if name:
+                seen.add(name)
+        if len(kept) != len(joins):
+            select.set("joins", kept or None)
+            changed = True
+    return changed
+
+
 def _read_column_tables(tree: exp.Expression, lay: Layout) -> bool:
     """Make each SELECT without aliases read the tables its columns belong to; True if any changed.
 
@@ -106,7 +129,8 @@ def rewrite_tables(text: str, lay: Layout, fix_tables: bool = True, infer_joins:
     of t2), or repeats ``JOIN t2`` until its token limit; either query fails to run. In a query
     without subqueries a table joined again is dropped; in each SELECT without aliases a lone table
     none of whose columns is read is swapped for the one whose columns are, and the tables of other
-    columns read are joined (:func:`_read_column_tables`). ``infer_joins``: every bare JOIN gets the
+    columns read are joined (:func:`_read_column_tables`); a SELECT that joins a table it already
+    reads, without aliases, reads it once (:func:`_drop_self_joins`). ``infer_joins``: every bare JOIN gets the
     condition :func:`join_condition` infers. Never raises: the text is returned unchanged when it
     does not parse.
     """
@@ -124,7 +148,8 @@ def rewrite_tables(text: str, lay: Layout, fix_tables: bool = True, infer_joins:
         return text
     if tree is None:
         return text
-    changed = fix_tables and _read_column_tables(tree, lay)
+    changed = fix_tables and _drop_self_joins(tree)
+    changed = (fix_tables and _read_column_tables(tree, lay)) or changed
     changed = (infer_joins and _add_join_conditions(tree, lay)) or changed
     return re.sub(r" ON TRUE\b", "", tree.sql(dialect="sqlite")) if changed else text
 

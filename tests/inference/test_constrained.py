@@ -445,6 +445,35 @@ def test_a_value_points_only_at_words_that_can_be_values():
     assert RowSchema.from_source(source, LINKED).value_words is None  # no stored values shown: values stay free
 
 
+def test_a_value_names_something():
+    """Punctuation ends a value but does not begin one; a finished literal holds a pointer or a letter or
+    digit; no arithmetic is done on a quoted string."""
+    source = ("question: w1 Which w2 teachers w3 teach w4 OTHA w5 MOYER w6 ? w7 List w8 Ph w9 . w10 D w11 . "
+              "w12 holders | t1 teacher [E] : c1 name [E] , c2 grade [V] ( 'A+' ) , c3 rank")
+    row = RowSchema.from_source(source, VALUES)
+    assert {4, 5, 6, 8, 9, 10, 11} <= row.value_words
+    assert row.punctuation_words == {6, 9, 11}
+    checker = PrefixChecker(row)
+    for ok in ("SELECT c1 FROM t1 WHERE c1 = ' w4 w5 '", "SELECT c1 FROM t1 WHERE c3 = ' w8 w11 '",
+               "SELECT c1 FROM t1 WHERE c2 = 'A+'", "SELECT c1 FROM t1 WHERE c1 LIKE '%O%'",
+               "SELECT c1 FROM t1 WHERE c1 LIKE ' % w4 % '", "SELECT c1 FROM t1 WHERE c3 = w4",
+               "SELECT c1 FROM t1 WHERE c3 = c3 % 2"):
+        assert checker.valid_complete(ok), ok
+    for bad in ("SELECT c1 FROM t1 WHERE c1 = ' w6 '", "SELECT c1 FROM t1 WHERE c3 = w6 ",
+                "SELECT c1 FROM t1 WHERE c3 = ' w9 w11 '", "SELECT c1 FROM t1 WHERE c1 = '?'",
+                "SELECT c1 FROM t1 WHERE c1 = '.' ", "SELECT c1 FROM t1 WHERE c1 LIKE '%' ",
+                "SELECT c1 FROM t1 WHERE c1 LIKE ' % ' ", "SELECT c1 FROM t1 WHERE c1 LIKE '%O%' %",
+                "SELECT c1 FROM t1 WHERE c1 = c3 + 'A+'", "SELECT c1 FROM t1 WHERE c1 = - '"):
+        assert not checker.valid_prefix(bad), bad
+    assert checker.valid_prefix("SELECT c1 FROM t1 WHERE c1 = '?")  # still being written: '?x' may follow
+    constrained.VALUE_RULE = False
+    try:
+        assert PrefixChecker(row).valid_complete("SELECT c1 FROM t1 WHERE c1 = '?'")
+        assert PrefixChecker(row).valid_complete("SELECT c1 FROM t1 WHERE c1 = ' w6 '")
+    finally:
+        constrained.VALUE_RULE = True
+
+
 def test_both_sides_of_a_set_operation_have_as_many_columns():
     checker = PrefixChecker(RowSchema.from_source(SOURCE, LINKED))
     assert checker.valid_complete("SELECT c1, c2 FROM t1 INTERSECT SELECT c1, c2 FROM t1")
