@@ -61,8 +61,8 @@ def test_a_bare_pointer_is_always_a_value():
     sql = "SELECT a FROM t WHERE r = w3 AND s > w7 AND v > w10 AND x < w13 AND y = w16 AND z = w14"
     assert resolve_pointers(sql, q) == ("SELECT a FROM t WHERE r = 'R' AND s > 4 AND v > 200000 AND x < 4.5 "
                                         "AND y = 'O' AND z = ','")
-    assert [bare_value(w) for w in ("56", "-3.5", "1,000", "Twenty", "O'Neil")] == ["56", "-3.5", "1000", "20",
-                                                                                 "'O''Neil'"]
+    assert [bare_value(w) for w in ("56", "-3.5", "1,000", "Twenty", "million", "O'Neil")] == [
+        "56", "-3.5", "1000", "20", "1000000", "'O''Neil'"]
 
 
 def test_pointer_targets_map_back_to_the_gold_on_every_fixture_record():

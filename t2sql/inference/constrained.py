@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from t2sql.data.schema import too_many_joins
+from t2sql.linking.pointers import NUMBER_WORDS
 
 #: Candidates checked per row and step before falling back to the unconstrained best token.
 TOP_K = 16
@@ -201,16 +202,13 @@ def _prompt_key(prompt) -> tuple[str, bool, bool, bool, bool]:
 
 
 _POINTED_WORD = re.compile(r"(?:^|\s)w(\d+)\s(\S+)")
-_NUMBER_WORDS = frozenset("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-                          "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
-                          "eighty ninety hundred thousand million billion".split())
 _ORDER_OPS = frozenset({"<", ">", "<=", ">="})
 #: Arithmetic operators: never applied to a quoted string (``'%' % '%'``, a loop of a small model).
 _ARITHMETIC = frozenset({"+", "-", "*", "/", "%"})
 
 
 def _is_number_word(word: str) -> bool:
-    return any(ch.isdigit() for ch in word) or word.lower().strip(".,;:!?") in _NUMBER_WORDS
+    return any(ch.isdigit() for ch in word) or word.lower().strip(".,;:!?") in NUMBER_WORDS
 
 
 _SEGMENT = re.compile(r"(?:^|\s\|\s)(t\d+)\b(.*?)(?=\s\|\st\d+\b|$)")
@@ -493,9 +491,9 @@ class PrefixChecker:
         out (not ``'?'``, ``'%'`` or ``' % '``)."""
         if not self.row.n_words or value[0] != "'":
             return True
-        numbers = re.findall(r"w(\d+)", value)
         if not _POINTER_LITERAL.match(value):
             return not _SQL_IN_TEXT.search(value) and (self._values is None or any(ch.isalnum() for ch in value))
+        numbers = re.findall(r"w(\d+)", value)
         return (self._values is None or bool(numbers)) and self._pointers_ok(value, numbers)
 
     def _partial(self, st: _State, kind: str, value: str) -> bool:

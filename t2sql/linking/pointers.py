@@ -106,24 +106,25 @@ def resolve_pointers(sql: str, question: str) -> str:
     return "".join(out)
 
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _GROUPED_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_NUMBER_WORDS = {w: i for i, w in enumerate(
+#: Number words and their values (constrained decoding reads the words as numbers too).
+NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
-                                                       "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100}
+    "seventeen eighteen nineteen twenty".split())} | {
+    "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
+    "thousand": 1000, "million": 1_000_000, "billion": 1_000_000_000}
 
 
 def bare_value(word: str) -> str:
     """SQL for the question word a bare pointer (``> w7``) names: a number as it is, ``1,000`` as
     ``1000``, a number word (``four``) as its digits, any other word as a quoted string (``= w5`` over
     ``R`` -> ``= 'R'``), never an identifier."""
-    if _NUMBER.fullmatch(word):
+    if _CODE_NUMBER.fullmatch(word):
         return word
     if _GROUPED_NUMBER.fullmatch(word):
         return word.replace(",", "")
-    if word.lower() in _NUMBER_WORDS:
-        return str(_NUMBER_WORDS[word.lower()])
+    if word.lower() in NUMBER_WORDS:
+        return str(NUMBER_WORDS[word.lower()])
     return "'" + word.replace("'", "''") + "'"
 
 
