@@ -327,6 +327,72 @@ NUMBERED = PromptOptions(format="linked", placeholders=True, link_marks=True, co
                          infer_joins=True)
 
 
+def test_fix_tables_reaches_a_table_through_the_tables_that_link_it():
+    from t2sql.linking.repair import _drop_repeated_joins, bridge_path
+    from t2sql.linking.view import layout
+
+    ctx = ("CREATE TABLE drivers (driverId NUMBER PRIMARY KEY, forename TEXT); "
+           "CREATE TABLE races (raceId NUMBER PRIMARY KEY, name TEXT, circuitId NUMBER, "
+           "FOREIGN KEY (circuitId) REFERENCES circuits(circuitId)); "
+           "CREATE TABLE results (resultId NUMBER, raceId NUMBER, driverId NUMBER, "
+           "FOREIGN KEY (raceId) REFERENCES races(raceId), FOREIGN KEY (driverId) REFERENCES drivers(driverId)); "
+           "CREATE TABLE circuits (circuitId NUMBER PRIMARY KEY, country TEXT); "
+           "CREATE TABLE sponsors (sponsorName TEXT)")
+    q = "Which drivers raced in the Australian Grand Prix?"
+    opts = NUMBERED.replace(repair=True, fix_tables=True)
+    lay = layout(q, ctx, placeholders=True, link_marks=True, column_types=False)
+    tid = {name.lower(): t for t, name in lay.tables.items()}
+    drivers, races, results, circuits, sponsors = (tid[n] for n in ("drivers", "races", "results", "circuits",
+                                                                     "sponsors"))
+    assert bridge_path(lay, [drivers], races) == [results]
+    assert bridge_path(lay, [drivers], circuits) == [results, races]
+    assert bridge_path(lay, [drivers], circuits, max_bridges=1) is None
+    assert bridge_path(lay, [results], races) == []
+    assert bridge_path(lay, [drivers], sponsors) is None
+
+    cid = {(t.lower(), c.lower()): k for k, (t, c) in lay.columns.items()}
+    forename, race_name, country = cid[("drivers", "forename")], cid[("races", "name")], cid[("circuits", "country")]
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(ctx.replace("; ", ";\n") + ";")
+    conn.executescript("INSERT INTO drivers VALUES (1, 'Lewis'), (2, 'Nico');"
+                       "INSERT INTO races VALUES (10, 'Australian Grand Prix', 7), (11, 'Chinese Grand Prix', 8);"
+                       "INSERT INTO circuits VALUES (7, 'Australia'), (8, 'China');"
+                       "INSERT INTO results VALUES (100, 10, 1), (101, 11, 2);")
+    # no key between drivers and races: the bridge table results is joined between them
+    got = postprocess(f"SELECT {forename} FROM {drivers} JOIN {races} WHERE {race_name} = 'Australian Grand Prix'",
+                      q, ctx, opts)
+    assert got == ("SELECT drivers.forename FROM drivers JOIN results ON drivers.driverId = results.driverId "
+                   "JOIN races ON results.raceId = races.raceId WHERE races.name = 'Australian Grand Prix'")
+    assert conn.execute(got).fetchall() == [("Lewis",)]
+    # the bridge is a table the query joins later: it is joined where it is needed, once
+    got = postprocess(f"SELECT {forename} FROM {drivers} JOIN {races} JOIN {results} "
+                      f"WHERE {race_name} = 'Australian Grand Prix'", q, ctx, opts)
+    assert got.count("JOIN results") == 1 and got.index("JOIN results") < got.index("JOIN races"), got
+    assert conn.execute(got).fetchall() == [("Lewis",)]
+    # each arm of a set operation reads its own tables: a join repeated across arms is kept
+    got = postprocess(f"SELECT {forename} FROM {drivers} JOIN {results} JOIN {races} WHERE {race_name} = 'Australian "
+                      f"Grand Prix' INTERSECT SELECT {forename} FROM {drivers} JOIN {results} JOIN {races} WHERE "
+                      f"{race_name} = 'Chinese Grand Prix'", q, ctx, opts)
+    assert got.count("JOIN results ON") == 2 and got.count("JOIN races ON") == 2, got
+    assert _drop_repeated_joins("SELECT c1 FROM t1 JOIN t2 JOIN t2 EXCEPT SELECT c1 FROM t1 JOIN t2 JOIN t3 JOIN t3") == (
+        "SELECT c1 FROM t1 JOIN t2 EXCEPT SELECT c1 FROM t1 JOIN t2 JOIN t3")
+    # a bare JOIN whose condition a later JOIN writes is left as written
+    d_id, r_did, r_rid, race_id = (cid[k] for k in (("drivers", "driverid"), ("results", "driverid"),
+                                                    ("results", "raceid"), ("races", "raceid")))
+    got = postprocess(f"SELECT {forename} FROM {drivers} JOIN {races} JOIN {results} ON {d_id} = {r_did} AND "
+                      f"{race_id} = {r_rid} WHERE {race_name} = 'Australian Grand Prix'", q, ctx, opts)
+    assert got.startswith("SELECT drivers.forename FROM drivers JOIN races JOIN results ON "), got
+    assert conn.execute(got).fetchall() == [("Lewis",)]
+    # two bridges, found from the columns the query reads
+    got = postprocess(f"SELECT {forename} FROM {drivers} WHERE {country} = 'China'", q, ctx, opts)
+    assert conn.execute(got).fetchall() == [("Nico",)], got
+    assert got.count(" ON ") == 3
+    # nothing links the two: left as a plain join; without fix_tables no bridge is added
+    assert "JOIN sponsors" in postprocess(f"SELECT {forename} FROM {drivers} JOIN {sponsors}", q, ctx, opts)
+    plain = postprocess(f"SELECT {forename} FROM {drivers} JOIN {races}", q, ctx, opts.replace(fix_tables=False))
+    assert plain == "SELECT drivers.forename FROM drivers JOIN races"
+
+
 def test_linked_columns_only_shows_the_named_columns_and_still_infers_joins_through_hidden_keys(tmp_path):
     from t2sql.prompt import placeholder_target
 

@@ -24,26 +24,88 @@ def _quote(name: str) -> str:
     return quote_identifier(name)
 
 
-def _add_join_conditions(tree: exp.Expression, lay: Layout) -> bool:
-    """Give every ``JOIN`` without ``ON``/``USING`` the condition :func:`join_condition` infers; True if any."""
+def bridge_path(lay: Layout, left: list[str], right: str, max_bridges: int = 2) -> list[str] | None:
+    """The fewest tables (at most ``max_bridges``) that chain table id ``right`` to one of ``left``.
+
+    Two tables are linked when :func:`join_condition` finds a condition between them (a foreign key
+    or a shared ``*id`` column). Returns the bridge table ids in join order (``[]`` when ``right``
+    joins one of ``left`` directly), or None when no chain that short exists. Among chains of one
+    length, the one from the most recently joined table, then the lowest table numbers, wins.
+    """
+    if join_condition(lay, left, right) is not None:
+        return []
+    others = sorted((t for t in lay.tables if t not in left and t != right), key=lambda t: int(t[1:]))
+    links: dict[str, list[str]] = {}
+
+    def linked(a: str) -> list[str]:
+        if a not in links:
+            links[a] = [b for b in others if b != a and join_condition(lay, [a], b) is not None]
+        return links[a]
+
+    frontier: list[list[str]] = [[t] for t in reversed(left)]
+    for _ in range(max_bridges):
+        nxt = []
+        for path in frontier:
+            for b in linked(path[-1]):
+                if b in path:
+                    continue
+                if join_condition(lay, [b], right) is not None:
+                    return path[1:] + [b]
+                nxt.append(path + [b])
+        frontier = nxt
+    return None
+
+
+def _add_join_conditions(tree: exp.Expression, lay: Layout, bridges: bool = False) -> bool:
+    """Give every ``JOIN`` without ``ON``/``USING`` the condition :func:`join_condition` infers; True if any.
+
+    ``bridges``: a bare JOIN of a table that no read table links to directly is reached through the
+    fewest tables that link them (:func:`bridge_path`; ``FROM drivers JOIN races`` becomes ``FROM
+    drivers JOIN results ON ... JOIN races ON ...``): without a condition the query reads every pair
+    of rows.
+    """
     changed = False
     for select in tree.find_all(exp.Select):
         tables = _scope_tables(select)
         if not tables or any(t.alias for t in tables):
             continue
         seen = [tables[0].name] if tables[0].name in lay.tables else []
-        for j in select.args.get("joins") or []:
+        joins = list(select.args.get("joins") or [])
+        out: list[exp.Join] = []
+        moved: set[str] = set()  # tables joined earlier as bridges: their own later JOIN is dropped
+        for k, j in enumerate(joins):
             right = j.this.name if isinstance(j.this, exp.Table) else None
             if right is None or right not in lay.tables:
+                out.extend(joins[k:])
                 break
+            if right in moved:
+                continue
             on = j.args.get("on")
             bare = on is None or (isinstance(on, exp.Boolean) and on.this is True)
             if bare and not j.args.get("kind") and not j.args.get("using") and seen:
                 got = join_condition(lay, seen, right)
+                # A bare JOIN whose condition a later JOIN writes (`A JOIN B JOIN C ON a = c AND b = c`) is kept.
+                later_on = any(isinstance(x.args.get("on"), exp.Expression)
+                               and not (isinstance(x.args["on"], exp.Boolean) and x.args["on"].this is True)
+                               for x in joins[k + 1:])
+                path = bridge_path(lay, seen, right) if got is None and bridges and not later_on else None
+                for bridge in path or []:
+                    cond = join_condition(lay, seen, bridge)
+                    if cond is None:
+                        break
+                    out.append(exp.Join(this=exp.to_table(bridge),
+                                        on=exp.EQ(this=exp.column(cond[0]), expression=exp.column(cond[1]))))
+                    seen.append(bridge)
+                    moved.add(bridge)
+                    changed = True
+                    got = join_condition(lay, seen, right)
                 if got is not None:
                     j.set("on", exp.EQ(this=exp.column(got[0]), expression=exp.column(got[1])))
                     changed = True
+            out.append(j)
             seen.append(right)
+        if changed:
+            select.set("joins", out)
     return changed
 
 
@@ -51,20 +113,26 @@ _REPEATED_JOIN = re.compile(r"(?:\s+(?:LEFT|RIGHT|FULL|INNER|OUTER|CROSS|NATURAL
                             r"(?!\s*(?:AS\b|ON\b|USING\b|\.))", re.IGNORECASE)
 
 
+_SET_OPERATION = re.compile(r"(\b(?:UNION(?:\s+ALL)?|INTERSECT|EXCEPT)\b)", re.IGNORECASE)
+
+
 def _drop_repeated_joins(text: str) -> str:
-    """In a query without subqueries, drop a ``JOIN tK`` of a table already read (before parsing, whose
-    time doubles per JOIN)."""
+    """In a query without subqueries, drop a ``JOIN tK`` of a table its SELECT already reads (before
+    parsing, whose time doubles per JOIN). Each arm of a set operation is a SELECT of its own."""
     if re.search(r"\(\s*SELECT\b", text, re.IGNORECASE):
         return text
-    seen: set[str] = set(re.findall(r"\bFROM\s+(t\d+)\b", text, re.IGNORECASE))
+    parts = _SET_OPERATION.split(text)
+    for k in range(0, len(parts), 2):  # the arms; the odd parts are the operators
+        seen: set[str] = set(re.findall(r"\bFROM\s+(t\d+)\b", parts[k], re.IGNORECASE))
 
-    def drop(m: re.Match[str]) -> str:
-        if m.group(1) in seen:
-            return ""
-        seen.add(m.group(1))
-        return m.group(0)
+        def drop(m: re.Match[str]) -> str:
+            if m.group(1) in seen:
+                return ""
+            seen.add(m.group(1))
+            return m.group(0)
 
-    return _REPEATED_JOIN.sub(drop, text)
+        parts[k] = _REPEATED_JOIN.sub(drop, parts[k])
+    return "".join(parts)
 
 
 def _drop_self_joins(tree: exp.Expression) -> bool:
@@ -131,7 +199,8 @@ def rewrite_tables(text: str, lay: Layout, fix_tables: bool = True, infer_joins:
     none of whose columns is read is swapped for the one whose columns are, and the tables of other
     columns read are joined (:func:`_read_column_tables`); a SELECT that joins a table it already
     reads, without aliases, reads it once (:func:`_drop_self_joins`). ``infer_joins``: every bare JOIN gets the
-    condition :func:`join_condition` infers. Never raises: the text is returned unchanged when it
+    condition :func:`join_condition` infers; with ``fix_tables`` too, a table that no table read
+    links to is reached through the tables that link them (:func:`bridge_path`). Never raises: the text is returned unchanged when it
     does not parse.
     """
     if fix_tables:
@@ -150,7 +219,7 @@ def rewrite_tables(text: str, lay: Layout, fix_tables: bool = True, infer_joins:
         return text
     changed = fix_tables and _drop_self_joins(tree)
     changed = (fix_tables and _read_column_tables(tree, lay)) or changed
-    changed = (infer_joins and _add_join_conditions(tree, lay)) or changed
+    changed = (infer_joins and _add_join_conditions(tree, lay, bridges=fix_tables)) or changed
     return re.sub(r" ON TRUE\b", "", tree.sql(dialect="sqlite")) if changed else text
 
 

@@ -59,7 +59,8 @@ class Config(BaseModel):
         default=False,
         description="On output, make each SELECT read the tables its columns belong to: a repeated JOIN is "
         "dropped, a table none of whose columns is read is swapped for the one whose columns are, other "
-        "tables read are joined (t2sql.linking.rewrite_tables). Needs placeholders.")
+        "tables read are joined, and a table no other read table has a key with is reached through the "
+        "tables that link them (t2sql.linking.rewrite_tables). Needs placeholders.")
     value_columns: bool = Field(
         default=False,
         description="On output, compare a string value on the column that stores it: c5 = 'United Kingdom' "
