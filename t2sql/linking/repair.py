@@ -56,6 +56,12 @@ def bridge_path(lay: Layout, left: list[str], right: str, max_bridges: int = 2) 
     return None
 
 
+def _bare(join: exp.Join) -> bool:
+    """Whether a JOIN has no ``ON`` condition (the parser reads a bare ``JOIN`` as ``ON TRUE``)."""
+    on = join.args.get("on")
+    return on is None or (isinstance(on, exp.Boolean) and on.this is True)
+
+
 def _add_join_conditions(tree: exp.Expression, lay: Layout, bridges: bool = False) -> bool:
     """Give every ``JOIN`` without ``ON``/``USING`` the condition :func:`join_condition` infers; True if any.
 
@@ -80,19 +86,13 @@ def _add_join_conditions(tree: exp.Expression, lay: Layout, bridges: bool = Fals
                 break
             if right in moved:
                 continue
-            on = j.args.get("on")
-            bare = on is None or (isinstance(on, exp.Boolean) and on.this is True)
-            if bare and not j.args.get("kind") and not j.args.get("using") and seen:
+            if _bare(j) and not j.args.get("kind") and not j.args.get("using") and seen:
                 got = join_condition(lay, seen, right)
                 # A bare JOIN whose condition a later JOIN writes (`A JOIN B JOIN C ON a = c AND b = c`) is kept.
-                later_on = any(isinstance(x.args.get("on"), exp.Expression)
-                               and not (isinstance(x.args["on"], exp.Boolean) and x.args["on"].this is True)
-                               for x in joins[k + 1:])
+                later_on = not all(_bare(x) for x in joins[k + 1:])
                 path = bridge_path(lay, seen, right) if got is None and bridges and not later_on else None
                 for bridge in path or []:
-                    cond = join_condition(lay, seen, bridge)
-                    if cond is None:
-                        break
+                    cond = join_condition(lay, seen, bridge)  # the path links each bridge to a table before it
                     out.append(exp.Join(this=exp.to_table(bridge),
                                         on=exp.EQ(this=exp.column(cond[0]), expression=exp.column(cond[1]))))
                     seen.append(bridge)
