@@ -88,9 +88,10 @@ def _add_join_conditions(tree: exp.Expression, lay: Layout, bridges: bool = Fals
                 continue
             if _bare(j) and not j.args.get("kind") and not j.args.get("using") and seen:
                 got = join_condition(lay, seen, right)
+                path = None
                 # A bare JOIN whose condition a later JOIN writes (`A JOIN B JOIN C ON a = c AND b = c`) is kept.
-                later_on = not all(_bare(x) for x in joins[k + 1:])
-                path = bridge_path(lay, seen, right) if got is None and bridges and not later_on else None
+                if got is None and bridges and all(_bare(x) for x in joins[k + 1:]):
+                    path = bridge_path(lay, seen, right)
                 for bridge in path or []:
                     cond = join_condition(lay, seen, bridge)  # the path links each bridge to a table before it
                     out.append(exp.Join(this=exp.to_table(bridge),
@@ -104,7 +105,7 @@ def _add_join_conditions(tree: exp.Expression, lay: Layout, bridges: bool = Fals
                     changed = True
             out.append(j)
             seen.append(right)
-        if changed:
+        if moved:  # bridges were put in: the SELECT's joins are rebuilt
             select.set("joins", out)
     return changed
 
@@ -122,17 +123,21 @@ def _drop_repeated_joins(text: str) -> str:
     if re.search(r"\(\s*SELECT\b", text, re.IGNORECASE):
         return text
     parts = _SET_OPERATION.split(text)
-    for k in range(0, len(parts), 2):  # the arms; the odd parts are the operators
-        seen: set[str] = set(re.findall(r"\bFROM\s+(t\d+)\b", parts[k], re.IGNORECASE))
-
-        def drop(m: re.Match[str]) -> str:
-            if m.group(1) in seen:
-                return ""
-            seen.add(m.group(1))
-            return m.group(0)
-
-        parts[k] = _REPEATED_JOIN.sub(drop, parts[k])
+    parts[::2] = [_drop_repeated_joins_in(arm) for arm in parts[::2]]  # the arms; the odd parts are the operators
     return "".join(parts)
+
+
+def _drop_repeated_joins_in(select: str) -> str:
+    """:func:`_drop_repeated_joins` of one SELECT."""
+    seen: set[str] = set(re.findall(r"\bFROM\s+(t\d+)\b", select, re.IGNORECASE))
+
+    def drop(m: re.Match[str]) -> str:
+        if m.group(1) in seen:
+            return ""
+        seen.add(m.group(1))
+        return m.group(0)
+
+    return _REPEATED_JOIN.sub(drop, select)
 
 
 def _drop_self_joins(tree: exp.Expression) -> bool:
