@@ -58,10 +58,13 @@ def trained(tmp_path_factory):
     labels = tok(golds, return_tensors="pt", padding=True).input_ids
     labels[labels == tok.pad_token_id] = -100
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    for _ in range(120):
-        model(**enc, labels=labels).loss.backward()
+    for step in range(400):  # until the training queries are reproduced; kernels differ across CPUs
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
         opt.step()
         opt.zero_grad()
+        if step >= 119 and loss.item() < 0.02:
+            break
     out = tmp_path_factory.mktemp("trained") / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)
