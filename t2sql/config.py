@@ -117,12 +117,6 @@ class TrainConfig(Strict):
     weight_decay: float = Field(default=0.01, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    link_loss_weight: float = Field(
-        default=0.0, ge=0,
-        description="Weight of an auxiliary loss on the encoder: at every placeholder token of the input (a table "
-                    "t<i>, column c<i> or question word w<i> kept whole by the tokenizer) a linear head predicts "
-                    "whether the target names it; 0 trains on the sequence loss alone.",
-    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="fp32", description="Mixed precision for training: bf16 autocast on CPUs that support it."
     )

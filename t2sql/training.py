@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import random
-import re
 import resource
 import threading
 import time
@@ -194,11 +193,8 @@ def collate(enc: Encoded, idx: list[int], pad_id: int, device: torch.device) -> 
 
 
 def seq2seq_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | None = None,
-                 label_smoothing: float = 0.0, link: "LinkObjective | None" = None) -> tuple[torch.Tensor, int]:
-    """Token-level cross entropy (optionally weighted per example); returns (loss, target tokens).
-
-    With ``link``, its weighted auxiliary loss on the encoder's output is added.
-    """
+                 label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
+    """Token-level cross entropy (optionally weighted per example); returns (loss, target tokens)."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
     logits = out.logits.float()
     labels = batch["labels"]
@@ -209,47 +205,7 @@ def seq2seq_loss(model, batch: dict[str, torch.Tensor], weights: torch.Tensor | 
     if weights is not None:
         mask = mask * weights[:, None]
     loss = (tok_loss * mask).sum() / max(mask.sum().item(), 1e-8)
-    if link is not None:
-        loss = loss + link.weight * link.loss(out.encoder_last_hidden_state, batch)
     return loss, n_tokens
-
-
-class LinkObjective:
-    """An auxiliary schema-linking loss (RESDSQL's schema-item classification, on the encoder itself).
-
-    Each input token that is a placeholder the tokenizer keeps whole (``t3``, ``c12``, ``w4``) gets a
-    logit from a linear head over the encoder's output at that position; its label is whether the
-    target names the same token. The head lives only in training: it is checkpointed with the
-    optimizer, not saved with the model.
-    """
-
-    PATTERN = re.compile(r"^[\sĠ▁]?[tcw]\d+$")
-
-    def __init__(self, tokenizer, d_model: int, weight: float, device: torch.device):
-        ids = sorted(i for tok, i in tokenizer.get_vocab().items() if self.PATTERN.match(tok))
-        if not ids:
-            raise ValueError("train.link_loss_weight: the tokenizer keeps no placeholder (t1, c1, w1) as one token; "
-                             "it needs the linked prompt format with placeholders and a tokenizer trained with them")
-        self.weight = weight
-        self.ids = torch.tensor(ids, device=device)
-        self.head = torch.nn.Linear(d_model, 1).to(device)
-        self.last = 0.0  # the last batch's loss, for the progress record
-
-    def labels(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(is a placeholder, the target names it): two boolean tensors shaped like the input ids."""
-        inp = batch["input_ids"]
-        is_ph = torch.isin(inp, self.ids) & batch["attention_mask"].bool()
-        named = (inp[:, :, None] == batch["labels"][:, None, :]).any(-1) & is_ph
-        return is_ph, named
-
-    def loss(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        is_ph, named = self.labels(batch)
-        if not bool(is_ph.any()):
-            return hidden.new_zeros(())
-        logits = self.head(hidden[is_ph]).squeeze(-1).float()
-        loss = F.binary_cross_entropy_with_logits(logits, named[is_ph].float())
-        self.last = loss.item()
-        return loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,12 +404,7 @@ def _train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path:
     if budget_s and not cfg.eval_every_steps:
         eval_every = max(1, min(eval_every, total_steps // 10 or 1))
 
-    link = (LinkObjective(tokenizer, model.config.d_model, cfg.link_loss_weight, device)
-            if cfg.link_loss_weight > 0 else None)
-    groups = param_groups(model, cfg.weight_decay)
-    if link is not None:
-        groups.append({"params": list(link.head.parameters()), "weight_decay": 0.0})
-    optim = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    optim = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     params = [p for g in optim.param_groups for p in g["params"]]
     trainable, total = count_parameters(model)
     # fp16 autocast on a GPU needs loss scaling (bf16 and fp32 do not); disabled, the scaler is a no-op.
@@ -468,8 +419,6 @@ def _train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path:
     resumed_from = 0
     if ckpt is not None:
         load_trainable_state(model, ckpt["trainable"])
-        if link is not None and ckpt.get("link_head") is not None:
-            link.head.load_state_dict(ckpt["link_head"])
         optim.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
         resumed_from = state["step"]
@@ -481,8 +430,7 @@ def _train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path:
 
     def save_checkpoint() -> None:
         payload = {"trainable": trainable_state(model), "optimizer": optim.state_dict(), "state": state,
-                   "technique": technique.dump_state(model) if technique is not None and hasattr(technique, "dump_state") else None,
-                   "link_head": link.head.state_dict() if link is not None else None}
+                   "technique": technique.dump_state(model) if technique is not None and hasattr(technique, "dump_state") else None}
         save_checked(payload, ckpt_dir / f"step-{state['step']:08d}.pt")
         for old in sorted(ckpt_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[:-2]:
             old.unlink(missing_ok=True)
@@ -493,8 +441,6 @@ def _train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path:
         vloss = validation_loss(model, val, max(cfg.batch_size, 16), pad_id, device, cfg.precision) if len(val) else float("nan")
         row = {"step": state["step"], "elapsed_s": round(state["elapsed_s"], 2), "train_loss": state.get("ema_loss"),
                "val_loss": vloss, "lr": optim.param_groups[0]["lr"]}
-        if link is not None:
-            row["train_link_loss"] = state.get("ema_link_loss")
         if val_metrics_fn is not None:
             model.eval()
             row.update(val_metrics_fn(model))
@@ -536,7 +482,7 @@ def _train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path:
             batch = collate(train, idx, pad_id, device)
             w = weights[idx].to(device) if weights is not None else None
             with autocast_context(cfg.precision, device):
-                loss, n_tok = seq2seq_loss(model, batch, w, cfg.label_smoothing, link)
+                loss, n_tok = seq2seq_loss(model, batch, w, cfg.label_smoothing)
                 if technique is not None and hasattr(technique, "regularization"):
                     loss = loss + technique.regularization(model)  # e.g. AdaLoRA's orthogonality penalty
             scaler.scale(loss).backward()
@@ -553,10 +499,6 @@ def _train_model(model, tokenizer, train_path: str | os.PathLike[str], val_path:
             state["tokens"] += n_tok
             state["examples"] += len(idx)
             lv = loss.item()
-            if link is not None:  # the training loss stays the sequence loss; the link loss is recorded beside it
-                lv -= link.weight * link.last
-                state["ema_link_loss"] = (link.last if state.get("ema_link_loss") is None
-                                          else 0.95 * state["ema_link_loss"] + 0.05 * link.last)
             state["ema_loss"] = lv if state.get("ema_loss") is None else 0.95 * state["ema_loss"] + 0.05 * lv
             state["elapsed_s"] = time.perf_counter() - t_start
             if bar is not None:
